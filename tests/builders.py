@@ -1,0 +1,134 @@
+"""Builders for test (and benchmark) data: no weights or datasets can be downloaded here.
+
+* ``build_nli_model``: an ELECTRA sequence classifier (the architecture of
+  Recognai/zeroshot_selectra_medium) with a real cased WordPiece tokenizer trained
+  on Spanish-like text, random but discriminative weights (large initializer
+  range), and an NLI label map whose entailment index is chosen by the caller.
+* ``mlsum_rows`` / ``write_mlsum``: MLSum-shaped rows (text, summary, topic, url,
+  title, date) and a Hub-style parquet layout (CONFIG/SPLIT-0000N-of-0000M.parquet).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TOPICS = ("politica", "economia", "cultura", "sociedad", "deportes")
+WORDS = {
+    "politica": "gobierno congreso elecciones partido ministro votación ley parlamento presidente oposición".split(),
+    "economia": "mercado empresa bolsa inflación banco empleo crecimiento impuestos exportaciones euro".split(),
+    "cultura": "museo película teatro novela música exposición festival artista escritor concierto".split(),
+    "sociedad": "familia educación sanidad vivienda jóvenes hospital escuela ciudadanos barrio policía".split(),
+    "deportes": "fútbol partido liga gol entrenador jugadores campeonato estadio victoria equipo".split(),
+}
+FILLER = "el la de que en los las un una por con para del al se su sus más según este esta".split()
+
+
+def _sentence(rng: random.Random, topic: str, n_words: int) -> str:
+    words = [rng.choice(WORDS[topic]) if rng.random() < 0.4 else rng.choice(FILLER) for _ in range(n_words)]
+    words[0] = words[0].capitalize()
+    return " ".join(words) + "."
+
+
+def mlsum_rows(n: int, seed: int = 0, start: int = 0, empty_every: int = 0) -> list[dict]:
+    """MLSum-shaped rows; summaries of 5-120 words, articles longer. Every
+    ``empty_every``-th row (if > 0) has an empty or missing summary."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(start, start + n):
+        topic = rng.choice(TOPICS)
+        summary = " ".join(_sentence(rng, topic, rng.randint(5, 40)) for _ in range(rng.randint(1, 3)))
+        if empty_every and i % empty_every == 0:
+            summary = None if (i // empty_every) % 2 else "   "
+        rows.append(
+            {
+                "text": " ".join(_sentence(rng, topic, rng.randint(8, 30)) for _ in range(rng.randint(3, 12))),
+                "summary": summary,
+                "topic": topic,
+                "url": f"https://elpais.com/{topic}/2019/{i:06d}.html",
+                "title": _sentence(rng, topic, rng.randint(4, 10)),
+                "date": f"{1 + i % 28:02d}/05/2019",
+            }
+        )
+    return rows
+
+
+MLSUM_SCHEMA = pa.schema([(name, pa.string()) for name in ("text", "summary", "topic", "url", "title", "date")])
+
+
+def write_mlsum(root: Path, splits: dict[str, int], config: str | None = "es", files: int = 1,
+                row_group_size: int = 64, empty_every: int = 0, seed: int = 0) -> Path:
+    """A Hub-style parquet dataset: ROOT/CONFIG/SPLIT-0000K-of-0000N.parquet."""
+    base = Path(root) / config if config else Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    for s, (split, n) in enumerate(splits.items()):
+        rows = mlsum_rows(n, seed=seed + s, empty_every=empty_every)
+        per_file = -(-n // files)
+        for k in range(files):
+            chunk = rows[k * per_file:(k + 1) * per_file]
+            table = pa.Table.from_pylist(chunk, schema=MLSUM_SCHEMA)
+            pq.write_table(table, base / f"{split}-{k:05d}-of-{files:05d}.parquet", row_group_size=row_group_size)
+    return Path(root)
+
+
+def corpus_sentences(n: int = 400) -> list[str]:
+    rows = mlsum_rows(n, seed=123)
+    labels = "política cultura sociedad economia deportes ciencia tecnología politica internacional salud"
+    return [r["text"] for r in rows] + [f"Esta noticia habla de {labels}."] * 20
+
+
+def build_tokenizer(path: Path, max_length: int = 128):
+    """A real cased WordPiece tokenizer (ELECTRA's kind), trained in a second."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import ElectraTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    wp = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
+    wp.train_from_iterator(corpus_sentences(), vocab_size=1200, min_frequency=1)
+    vocab = wp.get_vocab()
+    tok = ElectraTokenizerFast(vocab=vocab, do_lower_case=False, strip_accents=False, model_max_length=max_length)
+    tok.save_pretrained(str(path))
+    return tok
+
+
+def build_nli_model(path: Path, entailment_index: int = 2, layers: int = 2, hidden: int = 32, heads: int = 2,
+                    ffn: int = 64, max_length: int = 128, initializer_range: float = 0.4, seed: int = 0) -> Path:
+    """A tiny ELECTRA NLI model + tokenizer saved to ``path`` (loadable with from_pretrained)."""
+    import torch
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    path = Path(path)
+    tok = build_tokenizer(path, max_length=max_length)
+    names = ["contradiction", "neutral", "entailment"]
+    if entailment_index == 0:
+        names = ["entailment", "neutral", "contradiction"]
+    elif entailment_index is None:
+        names = ["LABEL_0", "LABEL_1", "LABEL_2"]
+    config = ElectraConfig(
+        vocab_size=tok.vocab_size, embedding_size=hidden, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=max(max_length, 512),
+        initializer_range=initializer_range, id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)}, pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = ElectraForSequenceClassification(config).eval()
+    model.save_pretrained(str(path))
+    return path
+
+
+def selectra_medium_shape(path: Path, max_length: int = 512) -> Path:
+    """A SELECTRA-medium-shaped model (12 layers, hidden 384, 6 heads, FFN 1536) with random weights."""
+    return build_nli_model(path, layers=12, hidden=384, heads=6, ffn=1536, max_length=max_length,
+                           initializer_range=0.02)
+
+
+def write_manifest_free_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

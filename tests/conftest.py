@@ -1,0 +1,64 @@
+"""Shared fixtures: one local Ray cluster for the in-process tests."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray cluster shared by every in-process test that needs one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+LABELS = ["política", "cultura", "sociedad", "economia", "deportes", "ciencia y tecnología"]
+TEMPLATE = "Esta noticia habla de {}."
+
+
+@pytest.fixture(scope="session")
+def nli_model(tmp_path_factory):
+    """Tiny ELECTRA NLI model, entailment at index 2 (as SELECTRA), max length 128."""
+    from tests.builders import build_nli_model
+
+    return str(build_nli_model(tmp_path_factory.mktemp("nli2"), entailment_index=2))
+
+
+@pytest.fixture(scope="session")
+def nli_model_entail0(tmp_path_factory):
+    """Tiny NLI model with entailment at index 0 (as the MoritzLaurer mDeBERTa models)."""
+    from tests.builders import build_nli_model
+
+    return str(build_nli_model(tmp_path_factory.mktemp("nli0"), entailment_index=0, seed=1))
+
+
+@pytest.fixture(scope="session")
+def mlsum_dir(tmp_path_factory):
+    """Hub-style MLSum layout: es/{test,train,validation}-0000K-of-0000N.parquet, some empty summaries."""
+    from tests.builders import write_mlsum
+
+    return str(write_mlsum(tmp_path_factory.mktemp("mlsum"), {"test": 300, "train": 200, "validation": 50},
+                           files=3, row_group_size=40, empty_every=37))
+
+
+@pytest.fixture(scope="session")
+def pipeline_factory():
+    """transformers' own zero-shot pipeline: the reference for equivalence."""
+    from transformers import pipeline
+
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            cache[model] = pipeline("zero-shot-classification", model=model, tokenizer=model, device="cpu")
+        return cache[model]
+
+    return get

@@ -1,0 +1,149 @@
+"""The annotation job end to end: CLI on a local Ray, the Python API through Ray, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.builders import build_nli_model, mlsum_rows
+from tests.conftest import LABELS, TEMPLATE
+from zs_ray import AnnotateConfig, ZeroShotClassifier, annotate
+from zs_ray.cli import main
+from zs_ray.write import MANIFEST
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "zs_ray.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=kwargs.pop("cwd", ROOT), timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+def read_output(path):
+    return sorted(pq.read_table(str(path)).to_pylist(), key=lambda r: r["id"])
+
+
+def test_cli_local_ray_end_to_end(tmp_path, mlsum_dir, nli_model):
+    out = tmp_path / "predictions"
+    args = ["annotate", "--dataset", mlsum_dir, "--model", nli_model, "--split", "test[0:120]",
+            "--output", str(out), "--precision", "fp32", "--batch-size", "16"]
+    proc = run_cli(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rows = read_output(out)
+    source = mlsum_rows(300, seed=0, empty_every=37)[:120]
+    assert [r["id"] for r in rows] == [f"es-test-{i:07d}" for i in range(120)]
+    assert [r["url"] for r in rows] == [s["url"] for s in source]  # passed through, one row per input row
+    empty = [i for i, s in enumerate(source) if not (s["summary"] or "").strip()]
+    assert empty and all(rows[i]["prediction"] is None and rows[i]["labels"] is None for i in empty)
+
+    expected = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(
+        [s["summary"] for i, s in enumerate(source) if i not in empty])
+    kept = [r for i, r in enumerate(rows) if i not in empty]
+    for row, exp in zip(kept, expected):
+        assert row["labels"] == exp["labels"]
+        assert row["scores"] == pytest.approx(exp["scores"], abs=1e-5)
+        assert (row["prediction"], row["score"]) == (exp["labels"][0], row["scores"][0])
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["model"] == nli_model and manifest["multi_label"] is False
+    assert manifest["hypothesis_template"] == TEMPLATE and manifest["candidate_labels"] == LABELS
+    assert (manifest["rows"], manifest["skipped"], manifest["precision"]) == (120, len(empty), "fp32")
+    assert "transformers" in manifest["versions"]
+    assert len(list(out.glob("*.parquet"))) == 1  # not one tiny file per block
+    assert f"120 rows ({len(empty)} skipped" in proc.stdout and "articles/s" in proc.stdout
+    assert not list(tmp_path.glob(".*staging*"))
+
+    # A non-empty output is refused (and left alone) unless --overwrite.
+    before = sorted(p.name for p in out.iterdir())
+    again = run_cli(args)
+    assert again.returncode == 2 and "not empty: pass --overwrite" in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+    replaced = run_cli(args[:-4] + ["--split", "test[0:10]", "--overwrite"])
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert len(read_output(out)) == 10
+
+
+def test_api_multilabel_entail0_through_ray_equals_pipeline(ray_local, tmp_path, mlsum_dir, nli_model_entail0,
+                                                            pipeline_factory):
+    config = AnnotateConfig(output=str(tmp_path / "out"), dataset=mlsum_dir, config="es",
+                            split="validation+train[:30]", model=nli_model_entail0, labels=LABELS[:4],
+                            hypothesis_template=TEMPLATE, multi_label=True, precision="fp32", batch_size=5)
+    summary = annotate(config)
+    rows = read_output(tmp_path / "out")
+    assert summary.rows == len(rows) == 80
+    assert len({r["id"] for r in rows}) == 80
+    kept = [r for r in rows if r["summary"] and r["summary"].strip()]
+    assert summary.skipped == 80 - len(kept) > 0
+    reference = pipeline_factory(nli_model_entail0)([r["summary"] for r in kept], candidate_labels=LABELS[:4],
+                                                    hypothesis_template=TEMPLATE, multi_label=True)
+    for row, ref in zip(kept, reference):
+        got = dict(zip(row["labels"], row["scores"]))
+        for label, score in zip(ref["labels"], ref["scores"]):
+            assert got[label] == pytest.approx(score, abs=1e-4)
+    assert summary.pairs == 4 * len(kept) and summary.articles_per_s > 0
+
+
+def test_all_empty_text_still_writes_one_row_each(ray_local, tmp_path, nli_model):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"summary": ["", None, "  "], "topic": ["a", "b", "c"]}), tmp_path / "e.parquet")
+    summary = annotate(AnnotateConfig(output=str(tmp_path / "out"), dataset=str(tmp_path / "e.parquet"),
+                                      split="train", model=nli_model))
+    rows = read_output(tmp_path / "out")
+    assert (summary.rows, summary.skipped) == (3, 3)
+    assert [r["topic"] for r in rows] == ["a", "b", "c"] and all(r["score"] is None for r in rows)
+
+
+@pytest.fixture(scope="module")
+def no_entailment_model(tmp_path_factory):
+    return str(build_nli_model(tmp_path_factory.mktemp("noent"), entailment_index=None))
+
+
+BAD_INPUTS = [
+    (["--labels", ""], "--labels needs at least one"),
+    (["--labels", "política,deportes,política"], "duplicate labels: política"),
+    (["--hypothesis-template", "Esta noticia habla de."], "must contain '{}'"),
+    (["--text-field", "resumen"], "unknown --text-field 'resumen'"),
+    (["--model", "/nonexistent/model"], "model '/nonexistent/model' not found"),
+    (["--dataset", "/nonexistent/data"], "dataset '/nonexistent/data' not found"),
+    (["--dataset", "no-such-org/no-such-dataset"], "dataset 'no-such-org/no-such-dataset' not found"),
+    (["--split", "test[0:"], "bad --split"),
+    (["--split", "dev[:5]"], "unknown split 'dev'"),
+    (["--precision", "fp8"], "unknown --precision 'fp8'"),
+    (["--config", "xx"], "unknown --config 'xx'"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["NOENT"], "no entailment label"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_one_line_error_before_any_work(tmp_path, capsys, mlsum_dir, nli_model, no_entailment_model,
+                                                  extra, message):
+    out = tmp_path / "out"
+    model = no_entailment_model if extra == ["NOENT"] else nli_model
+    extra = [] if extra == ["NOENT"] else extra
+    args = ["annotate", "--dataset", mlsum_dir, "--model", model, "--output", str(out), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zs-ray: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_bad_input_exit_code_without_traceback_cli_and_job(tmp_path, mlsum_dir, nli_model):
+    args = ["--dataset", mlsum_dir, "--model", nli_model, "--output", str(tmp_path / "o"), "--split", "nope"]
+    for cmd in ([sys.executable, "-m", "zs_ray.cli", "annotate"], [sys.executable, "jobs/annotate_mlsum.py"]):
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1].startswith("zs-ray: error: unknown split 'nope'")
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert "Ray" not in proc.stderr  # failed before any Ray started
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,127 @@
+"""The engine alone (no Ray): scores equal transformers' zero-shot pipeline in fp32."""
+
+import numpy as np
+import pytest
+
+from tests.builders import build_nli_model, mlsum_rows
+from tests.conftest import LABELS, TEMPLATE
+from zs_ray import ZeroShotClassifier, ZsRayError
+from zs_ray.engine import check_model, label_probabilities, nli_labels
+
+ROWS = mlsum_rows(24, seed=7)
+# Summaries of many lengths, plus full articles far past the tiny model's 128-token limit (truncation).
+TEXTS = [r["summary"] for r in ROWS[:18]] + [r["text"] * 3 for r in ROWS[18:]] + ["Gol.", "¿Qué pasó ayer en el congreso?"]
+
+
+def by_label(result):
+    return dict(zip(result["labels"], result["scores"]))
+
+
+def assert_same(ours, reference, tol=1e-4):
+    assert len(ours) == len(reference)
+    for o, r in zip(ours, reference):
+        assert o["sequence"] == r["sequence"]
+        assert set(o["labels"]) == set(r["labels"])
+        ref = by_label(r)
+        for label, score in by_label(o).items():
+            assert score == pytest.approx(ref[label], abs=tol), (label, o, r)
+        assert o["scores"] == sorted(o["scores"], reverse=True)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_equals_pipeline(nli_model, pipeline_factory, multi_label, batch_size):
+    reference = pipeline_factory(nli_model)(TEXTS, candidate_labels=LABELS, hypothesis_template=TEMPLATE,
+                                            multi_label=multi_label)
+    clf = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, multi_label=multi_label, precision="fp32",
+                             batch_size=batch_size)
+    assert_same(clf(TEXTS), reference)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_entailment_index_zero(nli_model_entail0, pipeline_factory, multi_label):
+    reference = pipeline_factory(nli_model_entail0)(TEXTS, candidate_labels=LABELS, hypothesis_template=TEMPLATE,
+                                                    multi_label=multi_label)
+    clf = ZeroShotClassifier(nli_model_entail0, ",".join(LABELS), TEMPLATE, multi_label=multi_label,
+                             precision="fp32")
+    assert nli_labels(clf.scorer.model.config).entailment == 0
+    assert_same(clf(TEXTS), reference)
+
+
+def test_single_label_uses_entailment_vs_contradiction(nli_model, pipeline_factory):
+    # With one candidate label the pipeline scores it as in multi-label mode (a softmax over one label is 1.0).
+    reference = pipeline_factory(nli_model)(TEXTS, candidate_labels=["deportes"], hypothesis_template=TEMPLATE)
+    out = ZeroShotClassifier(nli_model, ["deportes"], TEMPLATE, precision="fp32")(TEXTS)
+    assert_same(out, reference)
+    assert len({round(r["scores"][0], 4) for r in out}) > 3
+
+
+def test_tiny_model_is_discriminative(nli_model):
+    """The fixture must make a wrong softmax axis or entailment index visible: varied, untied scores."""
+    out = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(TEXTS)
+    tops = {r["labels"][0] for r in out}
+    assert len(tops) >= 3
+    assert np.mean([r["scores"][0] for r in out]) > 0.25
+    assert all(r["scores"][0] - r["scores"][1] > 1e-6 for r in out)
+
+
+def test_single_string_input_returns_one_dict(nli_model, pipeline_factory):
+    text = TEXTS[0]
+    out = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(text)
+    reference = pipeline_factory(nli_model)(text, candidate_labels=LABELS, hypothesis_template=TEMPLATE)
+    assert isinstance(out, dict)
+    assert_same([out], [reference])
+
+
+def test_auto_precision_agrees_with_fp32(nli_model):
+    """auto is bf16 on CPUs with native bf16 (this one), fp32 elsewhere: top-1 agreement >= 90%, scores close."""
+    texts = [r["summary"] for r in mlsum_rows(120, seed=3)]
+    exact = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(texts)
+    auto = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="auto")
+    fast = auto(texts)
+    agreement = np.mean([a["labels"][0] == b["labels"][0] for a, b in zip(exact, fast)])
+    assert agreement >= 0.9, (auto.precision, agreement)
+    diff = max(abs(by_label(a)[k] - v) for a, b in zip(exact, fast) for k, v in by_label(b).items())
+    assert diff < 0.1, (auto.precision, diff)
+
+
+def test_label_probabilities_formulas():
+    logits = np.array([[[1.0, 0.0, 3.0], [0.5, 0.0, 1.0]]])  # one text, two labels, [contra, neutral, entail]
+    single = label_probabilities(logits, nli_labels(_Cfg({"contradiction": 0, "neutral": 1, "entailment": 2})), False)
+    e = np.exp([3.0, 1.0])
+    assert single[0] == pytest.approx(e / e.sum())
+    multi = label_probabilities(logits, nli_labels(_Cfg({"contradiction": 0, "neutral": 1, "entailment": 2})), True)
+    assert multi[0] == pytest.approx([np.exp(3) / (np.exp(3) + np.exp(1)), np.exp(1) / (np.exp(1) + np.exp(0.5))])
+    # entailment at 0: contradiction is the last class
+    multi0 = label_probabilities(logits, nli_labels(_Cfg({"entailment": 0, "neutral": 1, "contradiction": 2})), True)
+    assert multi0[0] == pytest.approx([np.exp(1) / (np.exp(1) + np.exp(3)), np.exp(0.5) / (np.exp(0.5) + np.exp(1))])
+
+
+class _Cfg:
+    def __init__(self, label2id):
+        self.label2id = label2id
+
+
+def test_model_without_entailment_label_is_refused(tmp_path):
+    path = build_nli_model(tmp_path / "m", entailment_index=None)
+    with pytest.raises(ZsRayError, match="no entailment label"):
+        check_model(str(path))
+    with pytest.raises(ZsRayError, match="no entailment label"):
+        ZeroShotClassifier(str(path), LABELS, TEMPLATE)
+
+
+def test_missing_model_is_one_line_error(tmp_path):
+    with pytest.raises(ZsRayError, match="not found") as info:
+        check_model(str(tmp_path / "no-such-model"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("labels,template,message", [
+    ("", TEMPLATE, "at least one"),
+    ("a,,b", TEMPLATE, "at least one"),
+    ("a,b,a", TEMPLATE, "duplicate"),
+    ("a,b", "Esta noticia habla de.", "must contain"),
+])
+def test_bad_labels_and_templates(nli_model, labels, template, message):
+    with pytest.raises(ZsRayError, match=message):
+        ZeroShotClassifier(nli_model, labels, template)

@@ -1,0 +1,129 @@
+"""Dataset resolution, split syntax and stable ids (the read plan, executed without Ray)."""
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.builders import MLSUM_SCHEMA, mlsum_rows, write_mlsum
+from zs_ray import ZsRayError
+from zs_ray.read import plan_read, read_segment
+
+
+def rows_of(plan):
+    tables = [read_segment(plan.filesystem, s, plan.renamed) for s in plan.segments]
+    return pa.concat_tables(tables).to_pylist() if tables else []
+
+
+def source(n, seed=0):
+    return mlsum_rows(n, seed=seed)
+
+
+def test_slice_gives_contiguous_rows_with_stable_ids(mlsum_dir):
+    plan = plan_read(mlsum_dir, "es", "test[10:250]", "summary")
+    rows = rows_of(plan)
+    assert plan.num_rows == len(rows) == 240
+    assert [r["id"] for r in rows] == [f"es-test-{i:07d}" for i in range(10, 250)]
+    assert [r["url"] for r in rows] == [r["url"] for r in source(300)[10:250]]  # across 3 files and row groups
+
+
+def test_ids_identical_across_slicings(mlsum_dir):
+    whole = {r["id"]: r["url"] for r in rows_of(plan_read(mlsum_dir, "es", "test", "summary"))}
+    part = {r["id"]: r["url"] for r in rows_of(plan_read(mlsum_dir, "es", "test[95:205]", "summary"))}
+    assert len(whole) == 300 and len(part) == 110
+    assert all(whole[i] == url for i, url in part.items())
+
+
+def test_percent_and_concatenated_splits(mlsum_dir):
+    pct = rows_of(plan_read(mlsum_dir, "es", "test[:10%]", "summary"))
+    assert [r["id"] for r in pct] == [f"es-test-{i:07d}" for i in range(30)]
+    both = rows_of(plan_read(mlsum_dir, "es", "train+validation[-5:]", "summary"))
+    assert len(both) == 205
+    assert both[0]["id"] == "es-train-0000000" and both[-1]["id"] == "es-validation-0000049"
+    assert len({r["id"] for r in both}) == 205
+
+
+@pytest.mark.parametrize("layout", ["single", "shards", "split_dir", "flat", "data_dir"])
+def test_hub_parquet_layouts(tmp_path, layout):
+    table = pa.Table.from_pylist(source(30), schema=MLSUM_SCHEMA)
+    paths = {
+        "single": ["es/test.parquet"],
+        "shards": ["es/test-00000-of-00002.parquet", "es/test-00001-of-00002.parquet"],
+        "split_dir": ["es/test/0000.parquet", "es/test/0001.parquet"],
+        "flat": ["test.parquet"],
+        "data_dir": ["data/test-00000-of-00001.parquet"],
+    }[layout]
+    for k, rel in enumerate(paths):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        part = table.slice(k * 30 // len(paths), 30 // len(paths))
+        pq.write_table(part, tmp_path / rel)
+    (tmp_path / "README.md").write_text("card")
+    plan = plan_read(str(tmp_path), "es", "test", "summary")
+    rows = rows_of(plan)
+    assert [r["url"] for r in rows] == table.column("url").to_pylist()
+    prefix = "es-test" if layout in ("single", "shards", "split_dir") else "test"
+    assert rows[3]["id"] == f"{prefix}-0000003"
+
+
+def test_single_parquet_and_jsonl_files(tmp_path):
+    rows = source(20)
+    pq.write_table(pa.Table.from_pylist(rows, schema=MLSUM_SCHEMA), tmp_path / "noticias.parquet")
+    with open(tmp_path / "noticias.jsonl", "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    for name in ("noticias.parquet", "noticias.jsonl"):
+        got = rows_of(plan_read(str(tmp_path / name), "es", "train[5:9]", "summary"))
+        assert [r["id"] for r in got] == [f"noticias-{i:07d}" for i in range(5, 9)]
+        assert [r["summary"] for r in got] == [r["summary"] for r in rows[5:9]]
+
+
+def test_source_columns_named_like_outputs_are_kept(tmp_path):
+    table = pa.table({"id": ["a", "b"], "score": ["x", "y"], "summary": ["uno", "dos"]})
+    pq.write_table(table, tmp_path / "f.parquet")
+    plan = plan_read(str(tmp_path / "f.parquet"), None, "train", "summary")
+    got = rows_of(plan)
+    assert got[0] == {"source_id": "a", "source_score": "x", "summary": "uno", "id": "f-0000000"}
+    assert plan.schema.names == ["source_id", "source_score", "summary", "id"]
+
+
+@pytest.mark.parametrize("split,message", [
+    ("test[0:", "bad --split"),
+    ("test[a:b]", "bad --split"),
+    ("", "bad --split"),
+    ("dev", "unknown split 'dev'.*available splits are test, train, validation"),
+    ("train+dev[:5]", "unknown split 'dev'"),
+])
+def test_bad_splits(mlsum_dir, split, message):
+    with pytest.raises(ZsRayError, match=message):
+        plan_read(mlsum_dir, "es", split, "summary")
+
+
+def test_bad_config_text_field_and_dataset(mlsum_dir, tmp_path):
+    with pytest.raises(ZsRayError, match="unknown --config 'xx'.*available configs are es"):
+        plan_read(mlsum_dir, "xx", "test", "summary")
+    with pytest.raises(ZsRayError, match="unknown --text-field 'resumen'.*summary"):
+        plan_read(mlsum_dir, "es", "test", "resumen")
+    with pytest.raises(ZsRayError, match="not found"):
+        plan_read(str(tmp_path / "nowhere"), "es", "test", "summary")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZsRayError, match="no parquet files"):
+        plan_read(str(tmp_path / "empty"), "es", "test", "summary")
+
+
+def test_missing_hub_dataset_is_one_line_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ZsRayError, match="'no-such-org/no-such-dataset' not found") as info:
+        plan_read("no-such-org/no-such-dataset", "es", "test", "summary")
+    assert "\n" not in str(info.value)
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_hub_ids_are_read_over_hffilesystem():
+    from huggingface_hub import HfFileSystem
+
+    from zs_ray.read import _filesystem
+
+    fs, root = _filesystem("mteb/mlsum")
+    assert isinstance(fs, HfFileSystem) and root == "datasets/mteb/mlsum"

@@ -1,0 +1,39 @@
+"""Checks of the classification settings, shared by the config and the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zs_ray.errors import ZsRayError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def parse_labels(value: Any) -> tuple[str, ...]:
+    """Candidate labels as the transformers pipeline takes them: a comma-separated
+    string (split and stripped) or a sequence of strings."""
+    if isinstance(value, str):
+        value = value.split(",")
+    labels = tuple(str(label).strip() for label in value)
+    if not labels or any(not label for label in labels):
+        raise ZsRayError("--labels needs at least one non-empty label (comma-separated)")
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise ZsRayError(f"--labels has duplicate labels: {', '.join(dupes)}")
+    return labels
+
+
+def check_template(template: str) -> str:
+    if "{}" not in template:
+        raise ZsRayError(f"--hypothesis-template must contain '{{}}' where the label goes: {template!r}")
+    try:
+        template.format("x")
+    except (IndexError, KeyError, ValueError) as exc:
+        raise ZsRayError(f"--hypothesis-template is not a valid format string ({exc}): {template!r}") from None
+    return template
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ZsRayError(f"unknown --precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision

@@ -1,0 +1,141 @@
+"""Classify stage: two Ray Data map_batches over the engine, each with its own resources.
+
+1. ``TokenizeStage`` (CPU actors): every (text, hypothesis) pair -> token ids.
+   Rows whose text is empty or missing get no tokens and are never sent to the model.
+2. ``ModelStage`` (one actor per GPU, or CPU actors): sorts the block's pairs by
+   length, runs the NLI model, and adds ``labels``, ``scores``, ``prediction``,
+   ``score`` (nulls for skipped rows).
+
+``Resources`` decides the actor pools from the cluster's CPUs and GPUs and the
+config, so the same flags run on a laptop and on a GPU cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from zs_ray.config import AnnotateConfig
+from zs_ray.engine import NliScorer, PairEncoder, ranked, torch_threads_for
+from zs_ray.errors import ZsRayError
+
+TOKEN_COLUMNS = ("input_ids", "token_type_ids")
+RESULT_SCHEMA = pa.schema([
+    ("labels", pa.list_(pa.string())),
+    ("scores", pa.list_(pa.float64())),
+    ("prediction", pa.string()),
+    ("score", pa.float64()),
+])
+TEXTS_PER_TOKENIZE_BATCH = 256
+TEXTS_PER_MODEL_BATCH = 256  # a block the model stage sorts by length and cuts into --batch-size pairs
+AUX_CPUS = 0.25  # CPU share of a read, tokenize (without GPUs) or write task
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_workers: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+    tokenizer_workers: int
+    tokenizer_cpus: float
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_worker > 0 else "cpu"
+
+    @classmethod
+    def plan(cls, config: AnnotateConfig, cluster: dict) -> "Resources":
+        gpus_total, cpus_total = float(cluster.get("GPU", 0)), float(cluster.get("CPU", 1))
+        gpus = config.gpus_per_worker if config.gpus_per_worker is not None else (1.0 if gpus_total else 0.0)
+        if config.num_workers:
+            workers = config.num_workers
+        elif gpus:
+            workers = max(1, int(gpus_total // gpus))
+        else:
+            workers = 1
+        if gpus and gpus_total and workers * gpus > gpus_total:
+            raise ZsRayError(f"{workers} workers x {gpus:g} GPUs need more than the cluster's {gpus_total:g} GPUs")
+        if gpus:
+            cpus = config.cpus_per_worker if config.cpus_per_worker is not None else 1.0
+            tok_workers, tok_cpus = workers, 1.0
+        else:
+            spare = cpus_total - 3 * AUX_CPUS  # read, tokenize and write share what the model leaves
+            cpus = config.cpus_per_worker if config.cpus_per_worker is not None else max(1.0, spare / workers)
+            tok_workers, tok_cpus = 1, AUX_CPUS
+        return cls(workers, gpus, cpus, tok_workers, tok_cpus)
+
+
+class TokenizeStage:
+    def __init__(self, model: str, labels, hypothesis_template: str, text_field: str):
+        self.encoder = PairEncoder(model, labels, hypothesis_template)
+        self.text_field = text_field
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column(self.text_field).to_pylist()
+        keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+        enc = self.encoder.encode([texts[i] for i in keep])
+        for name in TOKEN_COLUMNS:
+            values = [None] * len(texts)
+            for j, i in enumerate(keep):
+                values[i] = enc[name][j] if name in enc else None
+            batch = batch.append_column(name, pa.array(values, pa.list_(pa.list_(pa.int32()))))
+        return batch
+
+
+class ModelStage:
+    def __init__(self, model: str, labels, multi_label: bool, precision: str, batch_size: int, device: str,
+                 cpus: float):
+        import torch
+
+        if device == "cpu":
+            torch.set_num_threads(torch_threads_for(math.ceil(cpus)))
+        self.scorer = NliScorer(model, multi_label, precision, device, batch_size)
+        self.labels = list(labels)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = batch.column("input_ids").to_pylist()
+        types = batch.column("token_type_ids").to_pylist()
+        keep = [i for i, x in enumerate(ids) if x is not None]
+        encoded = {"input_ids": [ids[i] for i in keep]}
+        if keep and types[keep[0]] is not None:
+            encoded["token_type_ids"] = [types[i] for i in keep]
+        probs = self.scorer.probabilities(encoded)
+        labels, scores = [None] * len(ids), [None] * len(ids)
+        for j, i in enumerate(keep):
+            labels[i], scores[i] = ranked(self.labels, probs[j])
+        result = pa.table(
+            [labels, scores, [l[0] if l else None for l in labels], [s[0] if s else None for s in scores]],
+            schema=RESULT_SCHEMA,
+        )
+        batch = batch.drop_columns(list(TOKEN_COLUMNS))
+        for name in RESULT_SCHEMA.names:
+            batch = batch.append_column(RESULT_SCHEMA.field(name), result.column(name))
+        return batch
+
+
+def classify(ds, config: AnnotateConfig, text_field: str, res: Resources):
+    """Add the tokenize and model stages to a Ray Dataset."""
+    from ray.data import ActorPoolStrategy
+
+    ds = ds.map_batches(
+        TokenizeStage,
+        fn_constructor_kwargs=dict(model=config.model, labels=config.labels,
+                                   hypothesis_template=config.hypothesis_template, text_field=text_field),
+        batch_size=TEXTS_PER_TOKENIZE_BATCH,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=1, max_size=res.tokenizer_workers),
+        num_cpus=res.tokenizer_cpus,
+    )
+    return ds.map_batches(
+        ModelStage,
+        fn_constructor_kwargs=dict(model=config.model, labels=config.labels, multi_label=config.multi_label,
+                                   precision=config.precision, batch_size=config.batch_size, device=res.device,
+                                   cpus=res.cpus_per_worker),
+        batch_size=TEXTS_PER_MODEL_BATCH,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=res.num_workers, max_size=res.num_workers),
+        num_gpus=res.gpus_per_worker,
+        num_cpus=res.cpus_per_worker,
+    )

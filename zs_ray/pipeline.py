@@ -1,0 +1,116 @@
+"""The annotation job: read -> classify -> write -> log.
+
+Everything that can be wrong with the input is checked first (``check``), in
+the driver, before Ray starts any work; then the stages are chained as Ray Data
+operators and streamed: nothing holds the corpus in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+from zs_ray import classify, read, write
+from zs_ray.config import AnnotateConfig
+from zs_ray.engine import check_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    rows: int
+    skipped: int
+    pairs: int
+    seconds: float
+    output: str
+    workers: str
+    rubrix: Optional[object] = None  # the Rubrix log report, when logged
+
+    @property
+    def articles_per_s(self) -> float:
+        return (self.rows - self.skipped) / self.seconds if self.seconds else 0.0
+
+    @property
+    def pairs_per_s(self) -> float:
+        return self.pairs / self.seconds if self.seconds else 0.0
+
+    def __str__(self) -> str:
+        return (f"zs-ray: {self.rows} rows ({self.skipped} skipped: empty text) in {self.seconds:.1f}s; "
+                f"{self.articles_per_s:.1f} articles/s, {self.pairs_per_s:.1f} pairs/s on {self.workers}; "
+                f"output: {self.output}")
+
+
+def check(config: AnnotateConfig):
+    """All input checks, before any work: (read plan, output target)."""
+    plan = read.plan_read(config.dataset, config.config, config.split, config.text_field)
+    check_model(config.model)
+    target = write.prepare_output(config.output, config.overwrite)
+    if config.rubrix is not None:
+        config.rubrix.validate()
+    return plan, target
+
+
+def connect_ray(address: Optional[str]):
+    """Join ``address`` (or the cluster of ``ray job submit``), else start a new local Ray.
+
+    A new local Ray is started explicitly (``address="local"``) so that a stale
+    ``ray start`` record on the machine is never joined by surprise."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_JOB_SUBMISSION_ID"):
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            # The local Ray's workers must import zs_ray even when it runs from a source checkout.
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": path}}, logging_level=logging.WARNING)
+    return ray.cluster_resources()
+
+
+def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resources) -> dict:
+    import pyarrow
+    import torch
+    import transformers
+
+    import ray
+    import zs_ray
+
+    return {
+        **config.to_dict(),
+        "output": config.output,
+        "config": plan.config,
+        "text_field": plan.text_field,
+        "candidate_labels": list(config.labels),
+        "device": res.device,
+        "id_format": "<config>-<split>-<index in split, 7 digits>",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"zs_ray": zs_ray.__version__, "transformers": transformers.__version__,
+                     "torch": torch.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__},
+    }
+
+
+def annotate(config: AnnotateConfig) -> RunSummary:
+    """Run the whole job for ``config`` and return its summary."""
+    plan, target = check(config)
+    res = classify.Resources.plan(config, connect_ray(config.ray_address))
+    start = time.perf_counter()
+
+    ds = read.read_dataset(plan, num_cpus=classify.AUX_CPUS)
+    ds = classify.classify(ds, config, plan.text_field, res)
+    rows, skipped = write.write_output(ds, target, plan.num_rows, manifest(config, plan, res))
+
+    seconds = time.perf_counter() - start
+    workers = f"{res.num_workers} {res.device} worker(s)"
+    summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers)
+    if config.rubrix is not None:
+        from zs_ray.rubrix.ingest import log_output
+
+        summary.rubrix = log_output(config.output, config.rubrix)
+    return summary

@@ -1,0 +1,98 @@
+"""Write stage: the predictions as a Parquet dataset plus a manifest, all or nothing.
+
+The Ray Dataset is written by Ray Data (``write_parquet``, files of at least
+``ROWS_PER_FILE`` rows) into a hidden staging directory beside ``--output``. Only
+when every row is written and counted is the manifest added and the staging
+directory moved into place, so a failed run leaves no half-written output, and
+``--overwrite`` replaces an old output only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+
+import pyarrow.dataset as pads
+
+from zs_ray.errors import ZsRayError
+
+MANIFEST = "_zs_ray_manifest.json"
+ROWS_PER_FILE = 50_000
+
+
+@dataclass
+class OutputTarget:
+    uri: str
+    fs: object  # fsspec filesystem
+    path: str
+    exists: bool
+
+    def staging(self) -> str:
+        parent, name = posixpath.split(self.path.rstrip("/"))
+        return posixpath.join(parent, f".{name}.zs-ray-staging-{uuid.uuid4().hex[:8]}")
+
+    def ray_path(self, path: str) -> str:
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return path if protocol in ("file", "local") else f"{protocol}://{path}"
+
+
+def prepare_output(output: str, overwrite: bool) -> OutputTarget:
+    """Check ``--output`` before any work: a non-empty directory needs ``--overwrite``."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(output)
+    exists = fs.exists(path)
+    if exists:
+        if not fs.isdir(path):
+            raise ZsRayError(f"--output {output} exists and is not a directory")
+        if fs.ls(path) and not overwrite:
+            raise ZsRayError(f"--output {output} is not empty: pass --overwrite to replace it")
+    parent = posixpath.dirname(path.rstrip("/"))
+    if parent and not fs.exists(parent):
+        fs.makedirs(parent, exist_ok=True)
+    return OutputTarget(output, fs, path, exists)
+
+
+def count_rows(fs, path: str) -> tuple[int, int]:
+    """(rows, rows without a prediction) of a written output, from the ``score`` column only."""
+    dataset = pads.dataset(path, format="parquet", filesystem=fs, exclude_invalid_files=True,
+                           ignore_prefixes=[".", "_"])
+    table = dataset.to_table(columns=["score"])
+    return table.num_rows, table.column("score").null_count
+
+
+def write_output(ds, target: OutputTarget, expected_rows: int, manifest: dict) -> tuple[int, int]:
+    """Write ``ds`` and the manifest; returns (rows, skipped)."""
+    staging = target.staging()
+    fs = target.fs
+    try:
+        ds.write_parquet(target.ray_path(staging), min_rows_per_file=ROWS_PER_FILE,
+                         ray_remote_args={"num_cpus": 0.25})
+        rows, skipped = count_rows(fs, staging) if fs.exists(staging) else (0, 0)
+        if rows != expected_rows:
+            raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
+        if rows == 0:
+            fs.makedirs(staging, exist_ok=True)
+        manifest = {**manifest, "rows": rows, "skipped": skipped}
+        with fs.open(posixpath.join(staging, MANIFEST), "w") as fh:
+            json.dump(manifest, fh, indent=2, ensure_ascii=False)
+        if target.exists:
+            fs.rm(target.path, recursive=True)
+        fs.mv(staging, target.path, recursive=True)
+        return rows, skipped
+    finally:
+        if fs.exists(staging):
+            fs.rm(staging, recursive=True)
+
+
+def read_manifest(output: str) -> dict:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(output)
+    try:
+        with fs.open(posixpath.join(path, MANIFEST), "r") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise ZsRayError(f"{output} is not a complete zs-ray output (no {MANIFEST})") from None
