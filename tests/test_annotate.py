@@ -11,7 +11,7 @@ import pytest
 
 from tests.builders import build_nli_model, mlsum_rows
 from tests.conftest import LABELS, TEMPLATE
-from zs_ray import AnnotateConfig, ZeroShotClassifier, annotate
+from zs_ray import AnnotateConfig, ZeroShotClassifier, ZsRayError, annotate
 from zs_ray.cli import main
 from zs_ray.write import MANIFEST
 
@@ -126,7 +126,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("extra,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
 def test_bad_input_one_line_error_before_any_work(tmp_path, capsys, mlsum_dir, nli_model, no_entailment_model,
                                                   extra, message):
-    out = tmp_path / "out"
+    out = tmp_path / "nested" / "out"
     model = no_entailment_model if extra == ["NOENT"] else nli_model
     extra = [] if extra == ["NOENT"] else extra
     args = ["annotate", "--dataset", mlsum_dir, "--model", model, "--output", str(out), *extra]
@@ -134,7 +134,7 @@ def test_bad_input_one_line_error_before_any_work(tmp_path, capsys, mlsum_dir, n
     err = capsys.readouterr().err
     assert err.startswith("zs-ray: error: ") and err.count("\n") == 1, err
     assert message in err
-    assert not out.exists() and not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())
 
 
 def test_bad_input_exit_code_without_traceback_cli_and_job(tmp_path, mlsum_dir, nli_model):
@@ -147,3 +147,29 @@ def test_bad_input_exit_code_without_traceback_cli_and_job(tmp_path, mlsum_dir, 
         assert "Traceback" not in proc.stderr + proc.stdout
         assert "Ray" not in proc.stderr  # failed before any Ray started
     assert not (tmp_path / "o").exists()
+
+
+def test_failure_mid_run_leaves_no_output(ray_local, tmp_path, nli_model):
+    """A data page that cannot be decoded (behind a valid footer, so planning passes) fails the run
+    after work started: no output directory and no staging directory may remain."""
+    import pyarrow as pa
+
+    rows = mlsum_rows(400, seed=5)
+    path = tmp_path / "data" / "test.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=100, compression="snappy")
+    meta = pq.ParquetFile(path).metadata
+    column = meta.row_group(2).column(0)  # corrupt the third row group's `text` pages
+    data = bytearray(path.read_bytes())
+    start = column.data_page_offset + 64
+    data[start:start + 2048] = b"\xff" * 2048
+    path.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as info:
+        annotate(AnnotateConfig(output=str(out), dataset=str(tmp_path / "data"), split="test",
+                                model=nli_model, precision="fp32"))
+    assert not isinstance(info.value, ZsRayError)  # it failed in the stream, after the checks
+    assert "test.parquet" in str(info.value) or "Parquet" in str(info.value)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]

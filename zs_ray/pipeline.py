@@ -48,10 +48,9 @@ def check(config: AnnotateConfig):
     """All input checks, before any work: (read plan, output target)."""
     plan = read.plan_read(config.dataset, config.config, config.split, config.text_field)
     check_model(config.model)
-    target = write.prepare_output(config.output, config.overwrite)
     if config.rubrix is not None:
         config.rubrix.validate()
-    return plan, target
+    return plan, write.prepare_output(config.output, config.overwrite)
 
 
 def connect_ray(address: Optional[str]):

@@ -49,9 +49,6 @@ def prepare_output(output: str, overwrite: bool) -> OutputTarget:
             raise ZsRayError(f"--output {output} exists and is not a directory")
         if fs.ls(path) and not overwrite:
             raise ZsRayError(f"--output {output} is not empty: pass --overwrite to replace it")
-    parent = posixpath.dirname(path.rstrip("/"))
-    if parent and not fs.exists(parent):
-        fs.makedirs(parent, exist_ok=True)
     return OutputTarget(output, fs, path, exists)
 
 
@@ -67,6 +64,7 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: dict) -
     """Write ``ds`` and the manifest; returns (rows, skipped)."""
     staging = target.staging()
     fs = target.fs
+    fs.makedirs(posixpath.dirname(staging), exist_ok=True)
     try:
         ds.write_parquet(target.ray_path(staging), min_rows_per_file=ROWS_PER_FILE,
                          ray_remote_args={"num_cpus": 0.25})
