@@ -173,3 +173,59 @@ def test_failure_mid_run_leaves_no_output(ray_local, tmp_path, nli_model):
     assert "test.parquet" in str(info.value) or "Parquet" in str(info.value)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_annotate_logs_to_rubrix_and_relog_sends_nothing(ray_local, tmp_path, monkeypatch, capsys, mlsum_dir,
+                                                          nli_model):
+    """annotate -> write -> log, into an Argilla 1.x test server; a second `zs-ray log` resends nothing."""
+    from tests.rubrix_server import RubrixTestServer
+
+    key = "zsray-annotate-SECRET-42"
+    out = tmp_path / "predictions"
+    with RubrixTestServer("argilla-1.29", api_key=key) as srv:
+        monkeypatch.setenv("RUBRIX_API_URL", srv.url)
+        monkeypatch.setenv("RUBRIX_API_KEY", key)
+        monkeypatch.setenv("RUBRIX_WORKSPACE", "rubrix")
+        args = ["--output", str(out), "--dataset", mlsum_dir, "--split", "test[:90]", "--model", nli_model,
+                "--precision", "fp32", "--rubrix-dataset", "zeroshot_noticias", "--chunk-size", "16"]
+        assert main(["annotate", *args]) == 0
+        rows = {r["id"]: r for r in read_output(out)}
+        kept = {i: r for i, r in rows.items() if r["prediction"] is not None}
+        records = srv.records("zeroshot_noticias")
+        assert set(records) == set(kept) and len(kept) < len(rows) == 90
+        rec = records["es-test-0000001"]
+        row = kept["es-test-0000001"]
+        assert rec["inputs"] == {"text": row["summary"]}
+        assert rec["prediction"]["agent"] == nli_model
+        assert [(p["class"], p["score"]) for p in rec["prediction"]["labels"]] == list(zip(row["labels"],
+                                                                                           row["scores"]))
+        assert rec["metadata"]["topic"] == row["topic"]
+        assert set(srv.writes["zeroshot_noticias"].values()) == {1}
+
+        srv.annotate("zeroshot_noticias", "es-test-0000001", ["deportes"])
+        assert main(["log", "--input", str(out), "--rubrix-dataset", "zeroshot_noticias"]) == 0
+        assert set(srv.writes["zeroshot_noticias"].values()) == {1}  # nothing resent
+        assert srv.records("zeroshot_noticias")["es-test-0000001"]["status"] == "Validated"
+    captured = capsys.readouterr()
+    assert key not in captured.out + captured.err
+    assert key not in "".join(p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--rubrix-api-url", "http://127.0.0.1:9"], "Rubrix at http://127.0.0.1:9"),
+    (["--rubrix-dataset", "Noticias Zero"], "invalid Rubrix dataset name"),
+])
+def test_bad_rubrix_settings_refused_before_any_work(tmp_path, capsys, mlsum_dir, nli_model, extra, message):
+    args = ["annotate", "--dataset", mlsum_dir, "--model", nli_model, "--output", str(tmp_path / "out"),
+            "--rubrix-dataset", "zeroshot_noticias", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zs-ray: error: ") and err.count("\n") == 1 and message in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_rubrix_logging_needs_a_local_output(capsys, mlsum_dir, nli_model):
+    args = ["annotate", "--dataset", mlsum_dir, "--model", nli_model, "--output", "s3://bucket/predictions",
+            "--rubrix-dataset", "zeroshot_noticias"]
+    assert main(args) == 2
+    assert "needs a local" in capsys.readouterr().err

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Optional, Sequence
 
@@ -23,8 +24,7 @@ def _annotate(args: argparse.Namespace) -> int:
     summary = annotate(config)
     print(summary, flush=True)
     if summary.rubrix is not None:
-        print(summary.rubrix.summary(), flush=True)
-        return 0 if summary.rubrix.ok else 1
+        return rubrix_cli.report_result(summary.rubrix)
     return 0
 
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="zs-ray: %(levelname)s: %(message)s")
     try:
         return args.func(args)
     except ZsRayError as exc:

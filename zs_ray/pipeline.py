@@ -16,6 +16,8 @@ from typing import Optional
 from zs_ray import classify, read, write
 from zs_ray.config import AnnotateConfig
 from zs_ray.engine import check_model
+from zs_ray.errors import ZsRayError
+from zs_ray.rubrix import log_output, preflight
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,11 @@ def check(config: AnnotateConfig):
     plan = read.plan_read(config.dataset, config.config, config.split, config.text_field)
     check_model(config.model)
     if config.rubrix is not None:
-        config.rubrix.validate()
+        if "://" in config.output and not config.output.startswith("file://"):
+            raise ZsRayError("--rubrix-dataset needs a local (or shared-filesystem) --output: the record of "
+                             "what Rubrix acknowledged is kept beside it; log a remote output with `zs-ray log`"
+                             " from a local copy")
+        preflight(config.rubrix)  # server, key, workspace and dataset name, before hours of work
     return plan, write.prepare_output(config.output, config.overwrite)
 
 
@@ -109,7 +115,5 @@ def annotate(config: AnnotateConfig) -> RunSummary:
     workers = f"{res.num_workers} {res.device} worker(s)"
     summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers)
     if config.rubrix is not None:
-        from zs_ray.rubrix.ingest import log_output
-
         summary.rubrix = log_output(config.output, config.rubrix)
     return summary

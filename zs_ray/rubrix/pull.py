@@ -1,0 +1,124 @@
+"""Read every record of a Rubrix dataset back (prediction, annotation, annotator, status) to Parquet.
+
+Pages with ``/TextClassification/data`` + ``id_from`` on Rubrix 0.x and ``records/:search`` +
+``next_idx`` on Argilla 1.x (never ``:search?from=``, which stops at 10,000 records). The Parquet
+file is written page by page to a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zs_ray.errors import ZsRayError
+from zs_ray.rubrix.client import RubrixClient, RubrixError
+from zs_ray.rubrix.config import RubrixConfig
+
+SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("text", pa.string()),
+    ("inputs", pa.map_(pa.string(), pa.string())),
+    ("prediction_labels", pa.list_(pa.string())),
+    ("prediction_scores", pa.list_(pa.float64())),
+    ("prediction_agent", pa.string()),
+    ("annotation_labels", pa.list_(pa.string())),
+    ("annotation_agent", pa.string()),
+    ("status", pa.string()),
+    ("multi_label", pa.bool_()),
+    ("metadata", pa.map_(pa.string(), pa.string())),
+])
+
+
+@dataclass
+class PullReport:
+    dataset: str
+    path: str
+    rows: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        st = ", ".join(f"{k} {v}" for k, v in sorted(self.status.items()))
+        return f"pulled {self.rows} records of {self.dataset} to {self.path} ({st or 'none'})"
+
+
+def _one(value, agent_key: str = "agent") -> tuple[dict | None, str | None]:
+    """A prediction/annotation as stored, or the first of an ``{agent: {...}}`` mapping."""
+    if not value:
+        return None, None
+    if "labels" in value:
+        return value, value.get(agent_key)
+    agent, inner = next(iter(value.items()))
+    return inner, inner.get("agent", agent)
+
+
+def _text(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def to_row(r: dict) -> dict:
+    """One server record (either generation) -> one Parquet row."""
+    inputs = r.get("inputs") or ({"text": r["text"]} if "text" in r else {})
+    pred, pred_agent = _one(r.get("prediction") or r.get("predictions"))
+    ann, ann_agent = _one(r.get("annotation") or r.get("annotations"))
+    meta = r.get("metadata") or {}
+    return {
+        "id": str(r.get("id")),
+        "text": inputs.get("text", next(iter(inputs.values()), None)) if inputs else None,
+        "inputs": [(k, _text(v)) for k, v in inputs.items()],
+        "prediction_labels": [x["class"] for x in pred["labels"]] if pred else None,
+        "prediction_scores": [float(x.get("score", 1.0)) for x in pred["labels"]] if pred else None,
+        "prediction_agent": pred_agent or r.get("prediction_agent"),
+        "annotation_labels": [x["class"] for x in ann["labels"]] if ann else None,
+        "annotation_agent": ann_agent or r.get("annotation_agent")
+        or (r.get("annotated_by") or [None])[0] if ann else None,
+        "status": r.get("status"),
+        "multi_label": r.get("multi_label"),
+        "metadata": [(k, _text(v)) for k, v in meta.items() if v is not None],
+    }
+
+
+def pull(config: RubrixConfig, output_path: str | os.PathLike, query: dict | None = None,
+         page_size: int = 1000) -> PullReport:
+    """Write every record of ``config.dataset`` (optionally filtered by a server query, e.g.
+    ``{"status": ["Validated"]}``) to ``output_path`` as Parquet."""
+    from zs_ray.rubrix.ingest import connect
+
+    out = Path(output_path)
+    if out.suffix != ".parquet":
+        raise ZsRayError(f"pull writes Parquet: give an output path ending in .parquet, not {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    client, info, existed = connect(config)
+    report = PullReport(config.dataset, str(out))
+    if not existed:
+        client.close()
+        raise ZsRayError(f"dataset {config.dataset} does not exist on {config.api_url}")
+    tmp = out.with_name(f".{out.name}.tmp")
+    status: Counter = Counter()
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            rows: list[dict] = []
+            for r in client.iter_records(query, page=page_size):
+                rows.append(to_row(r))
+                status[rows[-1]["status"]] += 1
+                if len(rows) >= page_size:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                    report.rows += len(rows)
+                    rows = []
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                report.rows += len(rows)
+        os.replace(tmp, out)
+    except RubrixError as exc:
+        raise ZsRayError(f"reading {config.dataset} from {config.api_url}: {exc}") from None
+    finally:
+        client.close()
+        if tmp.exists():
+            tmp.unlink()
+    report.status = dict(status)
+    return report

@@ -1,0 +1,165 @@
+"""Annotation-job rows -> Rubrix text-classification records, as the seed tutorial builds them.
+
+The seed logs ``rb.TextClassificationRecord(inputs=row[text_field], prediction=list(zip(labels,
+scores)), prediction_agent=model, metadata={"topic": ...})``; the REST form of that is
+``{"id", "inputs": {"text": ...}, "prediction": {"agent", "labels": [{"class", "score"}]},
+"metadata", "multi_label"}``. Everything the server would refuse or silently cut is checked here,
+before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+
+from zs_ray.errors import ZsRayError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = {"id", "labels", "scores", "prediction", "score"}
+MAX_METADATA_KEYS = 50
+MAX_METADATA_VALUE = 128
+MAX_LABEL = 128
+MAX_AGENT = 64
+SCORE_SUM_TOLERANCE = 1.001
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """How rows become records; fixed for one output directory."""
+
+    text_field: str
+    multi_label: bool
+    agent: str
+    metadata_fields: tuple[str, ...]
+
+
+def check_label(label: str, where: str) -> None:
+    if not isinstance(label, str) or not 1 <= len(label) <= MAX_LABEL:
+        raise ZsRayError(f"{where}: label {str(label)[:40]!r} must be 1-{MAX_LABEL} characters")
+
+
+def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] | None,
+              agent: str | None) -> tuple[RecordSpec, list[str]]:
+    """Check the manifest and the columns; choose metadata fields. Returns (spec, warnings).
+
+    With ``metadata_fields`` None, every other scalar source column becomes metadata unless some
+    value is longer than the server keeps (128 chars): such a column is left out with a warning.
+    Named fields must fit, or this raises: the server would cut them silently.
+    """
+    names = dataset.schema.names
+    text_field = manifest.get("text_field")
+    if text_field not in names:
+        raise ZsRayError(f"text field {text_field!r} from the manifest is not a column ({names})")
+    missing = [c for c in ("id", "labels", "scores") if c not in names]
+    if missing:
+        raise ZsRayError(f"output has no column(s) {missing}: not an annotation-job output?")
+    agent = agent or manifest.get("model") or ""
+    if not 1 <= len(agent) <= MAX_AGENT:
+        raise ZsRayError(
+            f"prediction agent {agent!r} must be 1-{MAX_AGENT} characters: set --rubrix-agent"
+        )
+    for label in manifest.get("candidate_labels") or []:
+        check_label(label, "candidate labels")
+
+    warnings: list[str] = []
+    explicit = metadata_fields is not None
+    if explicit:
+        unknown = [f for f in metadata_fields if f not in names]
+        if unknown:
+            raise ZsRayError(f"metadata field(s) {unknown} are not columns of the output ({names})")
+        fields = list(metadata_fields)
+    else:
+        fields = [
+            f for f in names
+            if f not in OUTPUT_COLUMNS and f != text_field
+            and not pa.types.is_nested(dataset.schema.field(f).type)
+        ]
+    string_fields = [f for f in fields if pa.types.is_string(dataset.schema.field(f).type)
+                     or pa.types.is_large_string(dataset.schema.field(f).type)]
+    longest = _max_lengths(dataset, string_fields)
+    for f in list(fields):
+        if longest.get(f, 0) > MAX_METADATA_VALUE:
+            msg = (f"metadata field {f!r} has values up to {longest[f]} characters; the server cuts "
+                   f"metadata values at {MAX_METADATA_VALUE}")
+            if explicit:
+                raise ZsRayError(msg + ": leave it out of --rubrix-metadata-fields")
+            warnings.append(msg + "; it is not logged as metadata")
+            fields.remove(f)
+    if len(fields) > MAX_METADATA_KEYS:
+        raise ZsRayError(
+            f"{len(fields)} metadata fields exceed the server's limit of {MAX_METADATA_KEYS} per "
+            "dataset: choose some with --rubrix-metadata-fields"
+        )
+    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields))
+    return spec, warnings
+
+
+def _max_lengths(dataset: pds.Dataset, columns: list[str]) -> dict[str, int]:
+    longest = dict.fromkeys(columns, 0)
+    if not columns:
+        return longest
+    for batch in dataset.to_batches(columns=columns):
+        for c in columns:
+            m = pc.max(pc.utf8_length(batch.column(c))).as_py()
+            if m is not None and m > longest[c]:
+                longest[c] = m
+    return longest
+
+
+def build_records(batch: pa.RecordBatch, spec: RecordSpec) -> Iterator[dict | None]:
+    """One record per row, or None for a row without a prediction (empty text: not logged)."""
+    cols = {name: batch.column(name).to_pylist()
+            for name in {"id", "labels", "scores", spec.text_field, *spec.metadata_fields}}
+    for i in range(batch.num_rows):
+        labels, scores, text = cols["labels"][i], cols["scores"][i], cols[spec.text_field][i]
+        if labels is None or scores is None or not text:
+            yield None
+            continue
+        rid = cols["id"][i]
+        if rid is None or rid == "":
+            raise ZsRayError(f"row {i} of a batch has a prediction but no id")
+        rid = str(rid)
+        check_prediction(rid, labels, scores, spec.multi_label)
+        metadata = {f: cols[f][i] for f in spec.metadata_fields if cols[f][i] is not None}
+        yield {
+            "id": rid,
+            "inputs": {"text": str(text)},
+            "prediction": {"agent": spec.agent,
+                           "labels": [{"class": c, "score": float(s)} for c, s in zip(labels, scores)]},
+            "metadata": metadata,
+            "multi_label": spec.multi_label,
+        }
+
+
+def check_prediction(rid: str, labels: list, scores: list, multi_label: bool) -> None:
+    where = f"record {rid!r}"
+    if len(labels) != len(scores) or not labels:
+        raise ZsRayError(f"{where}: {len(labels)} labels but {len(scores)} scores")
+    for label, s in zip(labels, scores):
+        check_label(label, where)
+        if s is None or not math.isfinite(s) or not 0.0 <= s <= 1.0:
+            raise ZsRayError(f"{where}: score {s!r} for {label!r} is not in [0, 1]")
+    if not multi_label and sum(scores) > SCORE_SUM_TOLERANCE:
+        raise ZsRayError(
+            f"{where}: single-label scores sum to {sum(scores):.4f} > {SCORE_SUM_TOLERANCE}; the "
+            "server refuses that (was the output made in multi-label mode?)"
+        )
+
+
+def encode(record: dict) -> bytes:
+    """Compact UTF-8 JSON of one record (a chunk body is these joined, see ``bulk_body``)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def bulk_body(encoded: list[bytes], tags: dict[str, str]) -> bytes:
+    """The ``:bulk`` request body from pre-encoded records."""
+    head = b'{"tags":' + json.dumps(tags, ensure_ascii=False).encode() + b',"metadata":{},"records":['
+    return head + b",".join(encoded) + b"]}"
