@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -52,7 +53,7 @@ def ray_head():
             time.sleep(1)
     else:
         pytest.fail("ray head did not come up")
-    yield url, env
+    yield url, env, f":{port}"
     os.killpg(head.pid, signal.SIGTERM)
     try:
         head.wait(timeout=60)
@@ -61,7 +62,7 @@ def ray_head():
 
 
 def test_ray_job_submit_end_to_end(ray_head, tmp_path, mlsum_dir, nli_model):
-    url, env = ray_head
+    url, env, _ = ray_head
     out = tmp_path / "predictions"
     proc = subprocess.run(
         ["ray", "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
@@ -71,6 +72,7 @@ def test_ray_job_submit_end_to_end(ray_head, tmp_path, mlsum_dir, nli_model):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert "zs-ray: 60 rows" in proc.stdout
+    assert re.search(rf"Ray cluster at [0-9.]+{ray_head[2]}\b", proc.stdout)  # joined the head, not a Ray of its own
     rows = pq.read_table(str(out)).to_pylist()
     assert sorted(r["id"] for r in rows) == [f"es-test-{i:07d}" for i in range(100, 160)]
     assert json.loads((out / "_zs_ray_manifest.json").read_text())["rows"] == 60

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from zs_ray import classify, read, write
+from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
 from zs_ray.engine import check_model
 from zs_ray.errors import ZsRayError
@@ -59,26 +60,6 @@ def check(config: AnnotateConfig):
     return plan, write.prepare_output(config.output, config.overwrite)
 
 
-def connect_ray(address: Optional[str]):
-    """Join ``address`` (or the cluster of ``ray job submit``), else start a new local Ray.
-
-    A new local Ray is started explicitly (``address="local"``) so that a stale
-    ``ray start`` record on the machine is never joined by surprise."""
-    import os
-
-    import ray
-
-    if not ray.is_initialized():
-        if address or os.environ.get("RAY_JOB_SUBMISSION_ID"):
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            # The local Ray's workers must import zs_ray even when it runs from a source checkout.
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-            ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": path}}, logging_level=logging.WARNING)
-    return ray.cluster_resources()
-
-
 def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resources) -> dict:
     import pyarrow
     import torch
@@ -112,7 +93,7 @@ def annotate(config: AnnotateConfig) -> RunSummary:
     rows, skipped = write.write_output(ds, target, plan.num_rows, manifest(config, plan, res))
 
     seconds = time.perf_counter() - start
-    workers = f"{res.num_workers} {res.device} worker(s)"
+    workers = f"{res.num_workers} {res.device} worker(s) of the Ray cluster at {cluster_address()}"
     summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers)
     if config.rubrix is not None:
         summary.rubrix = log_output(config.output, config.rubrix)

@@ -295,9 +295,9 @@ def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger,
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else
-                    {"include_dashboard": False, "log_to_driver": False}))
+    from zs_ray.cluster import connect_ray
+
+    connect_ray(os.environ.get("RAY_ADDRESS"))
     sender = ray.remote(max_retries=0)(send_chunk).options(
         num_cpus=config.sender_cpus, scheduling_strategy="SPREAD")
     config_ref = ray.put(config)
