@@ -31,21 +31,14 @@ import requests  # noqa: E402
 from tests.rubrix_server import make_output  # noqa: E402
 from zs_ray.rubrix import RubrixConfig, log_output  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import cpu_model  # noqa: E402  (one description of the machine for every benchmark)
+
 
 def start_server(delay: float):
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "rubrix_server.py"),
                              "rubrix-0.18", str(delay)], stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 REPEATS = 3

@@ -38,7 +38,10 @@ def ray_head():
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--disable-usage-stats",
+         "--dashboard-host=127.0.0.1", "--num-cpus=2",
+         # free ports for the agents: a local Ray of this test session may hold their defaults
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}", "--num-gpus=0", "--disable-usage-stats",
          f"--temp-dir={tempfile.mkdtemp(prefix='zsray', dir='/tmp')}"],  # short: unix socket paths
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
@@ -64,11 +67,14 @@ def ray_head():
 def test_ray_job_submit_end_to_end(ray_head, tmp_path, mlsum_dir, nli_model):
     url, env, _ = ray_head
     out = tmp_path / "predictions"
-    proc = subprocess.run(
-        ["ray", "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-         "python", "jobs/annotate_mlsum.py", "--dataset", mlsum_dir, "--model", nli_model,
-         "--split", "test[100:160]", "--output", str(out), "--precision", "fp32", "--num-workers", "1"],
-        capture_output=True, text=True, env=env, timeout=420)
+    submit = ["ray", "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
+              "python", "jobs/annotate_mlsum.py", "--dataset", mlsum_dir, "--model", nli_model,
+              "--split", "test[100:160]", "--output", str(out), "--precision", "fp32", "--num-workers", "1"]
+    for _ in range(20):  # a loaded head serves its dashboard before its job agent is up
+        proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=420)
+        if "No available agent to submit job" not in proc.stderr:
+            break
+        time.sleep(3)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert "zs-ray: 60 rows" in proc.stdout

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from zs_ray.config import AnnotateConfig
@@ -85,7 +86,7 @@ class TokenizeStage:
 
 
 class ModelStage:
-    def __init__(self, model: str, labels, multi_label: bool, precision: str, batch_size: int, device: str,
+    def __init__(self, model: str, labels, multi_label: bool, precision: str, batch_size, device: str,
                  cpus: float):
         import torch
 
@@ -95,13 +96,15 @@ class ModelStage:
         self.labels = list(labels)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids = batch.column("input_ids").to_pylist()
-        types = batch.column("token_type_ids").to_pylist()
-        keep = [i for i, x in enumerate(ids) if x is not None]
-        encoded = {"input_ids": [ids[i] for i in keep]}
-        if keep and types[keep[0]] is not None:
-            encoded["token_type_ids"] = [types[i] for i in keep]
-        probs = self.scorer.probabilities(encoded)
+        # Token ids go from Arrow to numpy without a Python list per pair (it matters when a GPU is fast).
+        ids = batch.column("input_ids").combine_chunks()
+        keep = np.flatnonzero(ids.is_valid().to_numpy(zero_copy_only=False))
+        flat, lengths = flat_pairs(ids)
+        flat_types = None
+        types = batch.column("token_type_ids").combine_chunks()
+        if len(keep) and types.null_count < len(types):
+            flat_types, _ = flat_pairs(types)
+        probs = self.scorer.probabilities_flat(flat, lengths, len(self.labels), flat_types)
         labels, scores = [None] * len(ids), [None] * len(ids)
         for j, i in enumerate(keep):
             labels[i], scores[i] = ranked(self.labels, probs[j])
@@ -113,6 +116,13 @@ class ModelStage:
         for name in RESULT_SCHEMA.names:
             batch = batch.append_column(RESULT_SCHEMA.field(name), result.column(name))
         return batch
+
+
+def flat_pairs(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(all token ids end to end, length of each pair) of a list<list<int>> column's non-null rows."""
+    pairs = column.flatten()  # the pairs of the non-null rows, slicing offsets handled
+    lengths = np.diff(pairs.offsets.to_numpy()).astype(np.int64)
+    return pairs.flatten().to_numpy(zero_copy_only=False).astype(np.int64), lengths
 
 
 def classify(ds, config: AnnotateConfig, text_field: str, res: Resources):

@@ -72,9 +72,10 @@ class AnnotateConfig:
             "Model precision: fp32 (exact), bf16, fp16, or auto (bf16 on GPUs and on CPUs with native bf16, else fp32)."
         ),
     )
-    batch_size: int = field(
-        default=64,
-        metadata=_opt("(text, label) pairs per forward pass; pairs are sorted by length before batching."),
+    batch_size: Optional[int] = field(
+        default=None,
+        metadata=_opt("Most (text, label) pairs per forward pass (default: 64 on CPU, 1024 on GPU); pairs are "
+                      "sorted by length and also cut by a padded-token budget."),
     )
     num_workers: Optional[int] = field(
         default=None,
@@ -106,7 +107,7 @@ class AnnotateConfig:
             raise ZsRayError("--output is required")
         if not self.text_field:
             raise ZsRayError("--text-field must name a column")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ZsRayError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.num_workers is not None and self.num_workers < 1:
             raise ZsRayError(f"--num-workers must be at least 1, got {self.num_workers}")

@@ -1,0 +1,147 @@
+"""The Ray job (read -> tokenize stage -> model stage -> write) against the engine alone, same texts.
+
+For the tiny test model and the SELECTRA-medium shape (random weights; tests/builders.py), an
+MLSum-shaped Parquet dataset is written (tests/builders.write_mlsum), then
+  * the engine alone: ``ZeroShotClassifier(precision=...)`` over the split's non-empty summaries,
+    timed warm (model loaded) and cold (load included);
+  * the job: ``zs_ray.annotate(AnnotateConfig(...))`` on a local Ray (started once, before timing),
+    whose own clock runs from planning the stages to the written output (actor start and model load
+    included, Ray start excluded).
+Both report articles/s; the ratio job/engine says what the Ray stages cost (or hide) on this machine.
+
+    python benchmarks/bench_job.py                    # ~5 minutes on 2 cores; appends to results-engine.md
+    python benchmarks/bench_job.py --quick            # smoke run, prints only
+    python benchmarks/bench_job.py --tiny-rows 3000 --medium-rows 600 --precision auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+from bench_engine import LABELS, RESULTS, TEMPLATE, machine, write_section  # noqa: E402
+
+BEGIN, END = "<!-- bench_job:begin -->", "<!-- bench_job:end -->"
+
+
+def run_case(name: str, model: str, data: Path, rows: int, precision: str, threads: int, tmp: Path) -> dict:
+    import pyarrow.parquet as pq
+    import torch
+
+    from zs_ray import AnnotateConfig, ZeroShotClassifier, annotate
+
+    files = sorted((data / "es").glob("test-*.parquet"))
+    texts = [t for f in files for t in pq.read_table(f).column("summary").to_pylist() if t is not None and t.strip()]
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    clf = ZeroShotClassifier(model, LABELS, TEMPLATE, precision=precision)
+    clf(texts)
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    clf(texts)
+    warm = time.perf_counter() - start
+    del clf
+
+    config = AnnotateConfig(output=str(tmp / f"out-{name}"), dataset=str(data), config="es", split="test",
+                            text_field="summary", model=model, labels=LABELS, hypothesis_template=TEMPLATE,
+                            precision=precision, overwrite=True)
+    summary = annotate(config)
+    kept = summary.rows - summary.skipped
+    assert kept == len(texts), (kept, len(texts))
+    # The job once more on the first half of the split: the difference between the two runs is the
+    # job's steady rate, without the fixed cost (actor start, model load, pipeline fill and drain).
+    half = dataclasses.replace(config, split=f"test[0:{rows // 2}]", output=str(tmp / f"out-half-{name}"))
+    first = annotate(half)
+    steady = (kept - (first.rows - first.skipped)) / max(1e-9, summary.seconds - first.seconds)
+    return {"name": name, "texts": len(texts), "engine_warm": len(texts) / warm, "engine_cold": len(texts) / cold,
+            "job": summary.articles_per_s, "job_s": summary.seconds, "steady": steady,
+            "fixed_s": summary.seconds - kept / steady, "workers": summary.workers.split(" of ")[0]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny-rows", type=int, default=3000, help="rows for the tiny model (default 3000)")
+    p.add_argument("--medium-rows", type=int, default=600, help="rows for the SELECTRA-medium shape (default 600)")
+    p.add_argument("--precision", default="auto", help="engine and job precision (default auto)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the engine alone (default 2)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 300 / 60 rows, no results file")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tiny_rows, args.medium_rows, args.no_write = 300, 60, True
+
+    import ray
+    from transformers.utils import logging as hf_logging
+
+    from tests.builders import build_nli_model, selectra_medium_shape, write_mlsum
+    from zs_ray.pipeline import connect_ray
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tiny = str(build_nli_model(tmp / "tiny", entailment_index=2))
+        medium = str(selectra_medium_shape(tmp / "medium", max_length=512))
+        cluster = connect_ray(None)  # started before any clock runs
+        for name, model, rows in (("tiny (2 layers, hidden 32)", tiny, args.tiny_rows),
+                                  ("SELECTRA-medium shape", medium, args.medium_rows)):
+            if rows <= 0:
+                continue
+            data = write_mlsum(tmp / f"data-{rows}", {"test": rows}, files=4, row_group_size=128, empty_every=50)
+            cases.append(run_case(name, model, data, rows, args.precision, args.threads, tmp))
+            c = cases[-1]
+            print(f"{c['name']}: {c['texts']} texts; engine {c['engine_warm']:.1f}/s warm, "
+                  f"{c['engine_cold']:.1f}/s cold; job {c['job']:.1f}/s, steady {c['steady']:.1f}/s ({c['workers']})", flush=True)
+        ray.shutdown()
+
+    lines = [
+        "## Ray job vs engine alone (generated by benchmarks/bench_job.py)",
+        "",
+        f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; reproduce with "
+        f"`python benchmarks/bench_job.py --tiny-rows {args.tiny_rows} --medium-rows {args.medium_rows} "
+        f"--precision {args.precision}`.",
+        "",
+        machine(args.threads),
+        f"- Local Ray with {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs; MLSum-shaped Parquet "
+        "(4 files, 2% empty summaries, which the job skips); text = summary; precision "
+        f"`{args.precision}`.",
+        "- Engine: `ZeroShotClassifier` in the driver (warm: model loaded; cold: load included). Job: "
+        "`annotate()`'s own clock (stages planned -> output written; actor start and model load included).",
+        "",
+        "- Job steady: (texts of the full run - texts of a run on the first half) / (difference of their "
+        "times): the job's rate once started; fixed = what the full run took beyond that rate.",
+        "",
+        "| model | texts | engine warm texts/s | engine cold texts/s | job texts/s | job steady texts/s | "
+        "job fixed s | job / engine warm | job steady / engine warm | model workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in cases:
+        lines.append(f"| {c['name']} | {c['texts']} | {c['engine_warm']:.1f} | {c['engine_cold']:.1f} | {c['job']:.1f} | "
+                     f"{c['steady']:.1f} | {c['fixed_s']:.1f} | {c['job'] / c['engine_warm']:.2f} | "
+                     f"{c['steady'] / c['engine_warm']:.2f} | {c['workers']} |")
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section(RESULTS, BEGIN, END, body, "zs-ray engine benchmarks")
+        print(f"written: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
