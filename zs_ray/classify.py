@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +67,27 @@ class Resources:
             cpus = config.cpus_per_worker if config.cpus_per_worker is not None else max(1.0, spare / workers)
             tok_workers, tok_cpus = 1, AUX_CPUS
         return cls(workers, gpus, cpus, tok_workers, tok_cpus)
+
+
+def _precision_on_worker(precision: str, device: str) -> str:
+    import torch
+
+    from zs_ray.engine import resolve_dtype
+
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names[resolve_dtype(precision, device)]
+
+
+def worker_precision(precision: str, res: Resources) -> Callable[[], str]:
+    """The precision the model workers run (``auto`` resolved on a worker's own hardware), as a function
+    to call later: the probe task runs while the job streams."""
+    if precision != "auto":
+        return lambda: precision
+    import ray
+
+    probe = ray.remote(_precision_on_worker).options(num_gpus=res.gpus_per_worker, num_cpus=AUX_CPUS)
+    ref = probe.remote(precision, res.device)
+    return lambda: ray.get(ref)
 
 
 class TokenizeStage:

@@ -60,7 +60,7 @@ def check(config: AnnotateConfig):
     return plan, write.prepare_output(config.output, config.overwrite)
 
 
-def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resources) -> dict:
+def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resources, precision: str) -> dict:
     import pyarrow
     import torch
     import transformers
@@ -68,12 +68,14 @@ def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resource
     import ray
     import zs_ray
 
+    settings = config.to_dict()
+    settings["candidate_labels"] = settings.pop("labels")
     return {
-        **config.to_dict(),
-        "output": config.output,
+        **settings,
         "config": plan.config,
         "text_field": plan.text_field,
-        "candidate_labels": list(config.labels),
+        "precision_requested": config.precision,
+        "precision": precision,
         "device": res.device,
         "id_format": "<config>-<split>-<index in split, 7 digits>",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -87,13 +89,14 @@ def annotate(config: AnnotateConfig) -> RunSummary:
     plan, target = check(config)
     res = classify.Resources.plan(config, connect_ray(config.ray_address))
     start = time.perf_counter()
+    precision = classify.worker_precision(config.precision, res)  # resolved while the job streams
 
     ds = read.read_dataset(plan, num_cpus=classify.AUX_CPUS)
     ds = classify.classify(ds, config, plan.text_field, res)
-    rows, skipped = write.write_output(ds, target, plan.num_rows, manifest(config, plan, res))
+    rows, skipped = write.write_output(ds, target, plan.num_rows, lambda: manifest(config, plan, res, precision()))
 
     seconds = time.perf_counter() - start
-    workers = f"{res.num_workers} {res.device} worker(s) of the Ray cluster at {cluster_address()}"
+    workers = f"{res.num_workers} {res.device} worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
     summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers)
     if config.rubrix is not None:
         summary.rubrix = log_output(config.output, config.rubrix)

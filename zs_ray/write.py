@@ -13,6 +13,7 @@ import json
 import posixpath
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow.dataset as pads
 
@@ -60,8 +61,9 @@ def count_rows(fs, path: str) -> tuple[int, int]:
     return table.num_rows, table.column("score").null_count
 
 
-def write_output(ds, target: OutputTarget, expected_rows: int, manifest: dict) -> tuple[int, int]:
-    """Write ``ds`` and the manifest; returns (rows, skipped)."""
+def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[], dict]) -> tuple[int, int]:
+    """Write ``ds``, then the manifest (``manifest()``, called once every row is written); returns
+    (rows, skipped)."""
     staging = target.staging()
     fs = target.fs
     fs.makedirs(posixpath.dirname(staging), exist_ok=True)
@@ -73,9 +75,8 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: dict) -
             raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
         if rows == 0:
             fs.makedirs(staging, exist_ok=True)
-        manifest = {**manifest, "rows": rows, "skipped": skipped}
         with fs.open(posixpath.join(staging, MANIFEST), "w") as fh:
-            json.dump(manifest, fh, indent=2, ensure_ascii=False)
+            json.dump({**manifest(), "rows": rows, "skipped": skipped}, fh, indent=2, ensure_ascii=False)
         if target.exists:
             fs.rm(target.path, recursive=True)
         fs.mv(staging, target.path, recursive=True)
