@@ -111,7 +111,9 @@ def resolve_files(dataset: str, config: Optional[str]) -> tuple[object, dict[str
                 raise ZsRayError(f"--dataset {dataset!r} is a file but not .parquet/.jsonl/.json")
             return fs, {"*": [root]}, None, True
         if not fs.isdir(root):
-            raise ZsRayError(f"dataset {dataset!r} not found (neither a local path nor a Hub dataset)")
+            offline = root.startswith("datasets/") and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+            raise ZsRayError(f"dataset {dataset!r} not found (neither a local path nor a Hub dataset"
+                             f"{'; HF_HUB_OFFLINE is set, so the Hub was not asked' if offline else ''})")
         dirs = {posixpath.basename(e["name"].rstrip("/")): e["name"]
                 for e in fs.ls(root, detail=True) if e["type"] == "directory"}
         configs = sorted(n for n, d in dirs.items() if not n.startswith((".", "_")) and n != "data"
