@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -125,10 +124,3 @@ def selectra_medium_shape(path: Path, max_length: int = 512) -> Path:
     """A SELECTRA-medium-shaped model (12 layers, hidden 384, 6 heads, FFN 1536) with random weights."""
     return build_nli_model(path, layers=12, hidden=384, heads=6, ffn=1536, max_length=max_length,
                            initializer_range=0.02)
-
-
-def write_manifest_free_jsonl(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path

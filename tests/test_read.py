@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.builders import MLSUM_SCHEMA, mlsum_rows, write_mlsum
+from tests.builders import MLSUM_SCHEMA, mlsum_rows
 from zs_ray import ZsRayError
 from zs_ray.read import plan_read, read_segment
 

@@ -1,6 +1,5 @@
 """Logging an output dir into the protocol-faithful test server: exactly once, through faults."""
 
-import logging
 
 import pytest
 

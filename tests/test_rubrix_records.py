@@ -2,7 +2,6 @@
 
 import json
 
-import pyarrow.dataset as pds
 import pytest
 from tests.rubrix_server import LABELS, MODEL, make_output
 

@@ -12,7 +12,6 @@ config, so the same flags run on a laptop and on a GPU cluster.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -113,7 +112,7 @@ class ModelStage:
         import torch
 
         if device == "cpu":
-            torch.set_num_threads(torch_threads_for(math.ceil(cpus)))
+            torch.set_num_threads(torch_threads_for(cpus))
         self.scorer = NliScorer(model, multi_label, precision, device, batch_size)
         self.labels = list(labels)
 

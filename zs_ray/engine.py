@@ -27,6 +27,7 @@ softmax over [contradiction, entailment] logits.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -557,5 +558,6 @@ class ZeroShotClassifier:
 
 
 def torch_threads_for(cpus: float) -> int:
-    """Intra-op threads for a CPU model worker holding ``cpus`` Ray CPUs."""
-    return max(1, min(os.cpu_count() or 1, round(cpus)))
+    """Intra-op threads for a CPU model worker holding ``cpus`` Ray CPUs (a fractional share rounds up:
+    the read, tokenize and write stages take the rest only now and then)."""
+    return max(1, min(os.cpu_count() or 1, math.ceil(cpus)))

@@ -84,14 +84,3 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callabl
     finally:
         if fs.exists(staging):
             fs.rm(staging, recursive=True)
-
-
-def read_manifest(output: str) -> dict:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(output)
-    try:
-        with fs.open(posixpath.join(path, MANIFEST), "r") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise ZsRayError(f"{output} is not a complete zs-ray output (no {MANIFEST})") from None

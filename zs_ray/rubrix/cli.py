@@ -7,13 +7,9 @@ The main CLI calls ``add_connection_arguments`` (on ``annotate``), ``config_from
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from zs_ray.errors import ZsRayError
 from zs_ray.rubrix.config import RubrixConfig, parse_tags
-
-log = logging.getLogger("zs_ray.rubrix")
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, *, dataset_required: bool = False,

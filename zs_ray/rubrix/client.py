@@ -49,11 +49,6 @@ class ServerInfo:
             parts.append(int(digits) if digits else 0)
         return tuple(parts)
 
-    @property
-    def replaces_on_relog(self) -> bool:
-        """Rubrix 0.x and Argilla <= 1.5 replace a re-logged record (its annotation is lost)."""
-        return self.generation == "rubrix" or self.version_tuple < (1, 7)
-
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with +-50% jitter: attempt 0 -> ~base, 1 -> ~2*base, ... <= 1.5*cap."""

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.client import RubrixClient, RubrixError
+from zs_ray.rubrix.client import RubrixError
 from zs_ray.rubrix.config import RubrixConfig
 
 SCHEMA = pa.schema([
