@@ -9,6 +9,11 @@ MLSum-shaped Parquet dataset is written (tests/builders.write_mlsum), then
     included, Ray start excluded).
 Both report articles/s; the ratio job/engine says what the Ray stages cost (or hide) on this machine.
 
+It also times the tokenize stage alone (``zs_ray.classify.TokenizeStage`` on Arrow blocks of 256 texts,
+one thread): the articles/s one tokenizer CPU supplies to the model stage, with each text tokenized
+once (zs-ray) and once per label (the pipeline's tokenizer call), on summaries and full articles. On
+a GPU node that rate, against the GPU's, says how many tokenizer CPUs keep it fed.
+
     python benchmarks/bench_job.py                    # ~5 minutes on 2 cores; appends to results-engine.md
     python benchmarks/bench_job.py --quick            # smoke run, prints only
     python benchmarks/bench_job.py --tiny-rows 3000 --medium-rows 600 --precision auto
@@ -72,6 +77,34 @@ def run_case(name: str, model: str, data: Path, rows: int, precision: str, threa
             "fixed_s": summary.seconds - kept / steady, "workers": summary.workers.split(" of ")[0]}
 
 
+def stage_rates(model: str, texts_per_set: int = 512, repeats: int = 3) -> list[dict]:
+    """Articles/s of the tokenize stage on one thread: tokenize-once vs one tokenization per label."""
+    import pyarrow as pa
+    from bench_engine import datasets
+
+    from zs_ray.classify import TEXTS_PER_TOKENIZE_BATCH, TokenizeStage
+
+    rows = []
+    for name, texts in datasets(texts_per_set, texts_per_set).items():
+        blocks = [pa.table({"text": texts[i:i + TEXTS_PER_TOKENIZE_BATCH]})
+                  for i in range(0, len(texts), TEXTS_PER_TOKENIZE_BATCH)]
+        rates = {}
+        for how in ("once per text (zs-ray)", "once per label (pipeline's call)"):
+            stage = TokenizeStage(model, LABELS, TEMPLATE, "text")
+            if how.startswith("once per label"):
+                stage.encoder.template = None
+            stage(blocks[0])  # warm-up; the first call also checks the joined pairs against the tokenizer's
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for block in blocks:
+                    stage(block)
+                best = min(best, time.perf_counter() - start)
+            rates[how] = len(texts) / best
+        rows.append({"data": name, "texts": len(texts), **rates})
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny-rows", type=int, default=3000, help="rows for the tiny model (default 3000)")
@@ -98,6 +131,9 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         tiny = str(build_nli_model(tmp / "tiny", entailment_index=2))
         medium = str(selectra_medium_shape(tmp / "medium", max_length=512))
+        stages = stage_rates(medium)
+        for r in stages:
+            print(r, flush=True)
         cluster = connect_ray(None)  # started before any clock runs
         for name, model, rows in (("tiny (2 layers, hidden 32)", tiny, args.tiny_rows),
                                   ("SELECTRA-medium shape", medium, args.medium_rows)):
@@ -135,6 +171,20 @@ def main(argv=None) -> int:
         lines.append(f"| {c['name']} | {c['texts']} | {c['engine_warm']:.1f} | {c['engine_cold']:.1f} | {c['job']:.1f} | "
                      f"{c['steady']:.1f} | {c['fixed_s']:.1f} | {c['job'] / c['engine_warm']:.2f} | "
                      f"{c['steady'] / c['engine_warm']:.2f} | {c['workers']} |")
+    lines += [
+        "",
+        "### Tokenize stage alone (one thread, Arrow blocks of 256 texts)",
+        "",
+        "What one tokenizer CPU supplies to the model stage (the SELECTRA tokenizer's vocabulary shape; "
+        "6 labels). Full articles: ~950 tokens each before truncation to 512.",
+        "",
+        "| data | texts | tokenized once per text (zs-ray), articles/s | once per label (pipeline's call), "
+        "articles/s | gain |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in stages:
+        once, per_label = r["once per text (zs-ray)"], r["once per label (pipeline's call)"]
+        lines.append(f"| {r['data']} | {r['texts']} | {once:.0f} | {per_label:.0f} | {once / per_label:.1f}x |")
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

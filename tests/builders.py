@@ -124,3 +124,51 @@ def selectra_medium_shape(path: Path, max_length: int = 512) -> Path:
     """A SELECTRA-medium-shaped model (12 layers, hidden 384, 6 heads, FFN 1536) with random weights."""
     return build_nli_model(path, layers=12, hidden=384, heads=6, ffn=1536, max_length=max_length,
                            initializer_range=0.02)
+
+
+def build_bpe_tokenizer(path: Path, max_length: int = 64):
+    """A byte-level BPE tokenizer laid out as RoBERTa's (``<s> A </s></s> B </s>``, no token type ids)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus_sentences(), vocab_size=800, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                  cls_token="<s>", pad_token="<pad>", unk_token="<unk>", model_max_length=max_length,
+                                  model_input_names=["input_ids", "attention_mask"])
+    tok.save_pretrained(str(path))
+    return tok
+
+
+def build_unigram_tokenizer(path: Path, max_length: int = 64, truncation_side: str = "right"):
+    """A SentencePiece-style Unigram tokenizer (Metaspace), laid out as DeBERTa-v2's multilingual NLI models
+    (``[CLS] A [SEP] B [SEP]`` with token type ids 0 and 1)."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
+    uni = Tokenizer(models.Unigram())
+    uni.normalizer = normalizers.NFKC()
+    uni.pre_tokenizer = pre_tokenizers.Metaspace()
+    uni.decoder = decoders.Metaspace()
+    uni.train_from_iterator(corpus_sentences(), trainers.UnigramTrainer(vocab_size=600, special_tokens=specials,
+                                                                        unk_token="[UNK]"))
+    cls, sep = uni.token_to_id("[CLS]"), uni.token_to_id("[SEP]")
+    uni.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                            special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=uni, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+                                  unk_token="[UNK]", model_max_length=max_length, truncation_side=truncation_side,
+                                  model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    tok.save_pretrained(str(path))
+    return tok

@@ -235,3 +235,28 @@ def test_rubrix_logging_needs_a_local_output(capsys, mlsum_dir, nli_model):
             "--rubrix-dataset", "zeroshot_noticias"]
     assert main(args) == 2
     assert "needs a local" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cluster, flags, expected", [
+    # laptop: one CPU model worker with what read/tokenize/write leave; one light tokenizer actor
+    ({"CPU": 2}, {}, (1, 0.0, 1.25, 1, 0.25)),
+    # one GPU node (g5.2xlarge: 8 vCPUs): a GPU worker, tokenizers growing into the spare CPUs (at most 4)
+    ({"CPU": 8, "GPU": 1}, {}, (1, 1.0, 1.0, 4, 1.0)),
+    # 8 GPUs, few CPUs: still at least one tokenizer per GPU worker
+    ({"CPU": 9, "GPU": 8}, {}, (8, 1.0, 1.0, 8, 1.0)),
+    # two workers per GPU
+    ({"CPU": 16, "GPU": 2}, {"gpus_per_worker": 0.5}, (4, 0.5, 1.0, 11, 1.0)),
+])
+def test_resource_plan(cluster, flags, expected):
+    from zs_ray.classify import Resources
+
+    res = Resources.plan(AnnotateConfig(output="x", **flags), cluster)
+    assert (res.num_workers, res.gpus_per_worker, res.cpus_per_worker, res.tokenizer_workers,
+            res.tokenizer_cpus) == expected
+
+
+def test_resource_plan_refuses_more_workers_than_gpus():
+    from zs_ray.classify import Resources
+
+    with pytest.raises(ZsRayError, match="need more than the cluster's 2 GPUs"):
+        Resources.plan(AnnotateConfig(output="x", num_workers=3), {"CPU": 8, "GPU": 2})

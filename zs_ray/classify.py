@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from zs_ray.config import AnnotateConfig
-from zs_ray.engine import NliScorer, PairEncoder, ranked, torch_threads_for
+from zs_ray.engine import NliScorer, PairEncoder, Pairs, ranked, torch_threads_for
 from zs_ray.errors import ZsRayError
 
 TOKEN_COLUMNS = ("input_ids", "token_type_ids")
+PAIRS_TYPE = pa.list_(pa.list_(pa.int32()))  # per row: one token id list per candidate label
 RESULT_SCHEMA = pa.schema([
     ("labels", pa.list_(pa.string())),
     ("scores", pa.list_(pa.float64())),
@@ -32,6 +33,7 @@ RESULT_SCHEMA = pa.schema([
 TEXTS_PER_TOKENIZE_BATCH = 256
 TEXTS_PER_MODEL_BATCH = 256  # a block the model stage sorts by length and cuts into --batch-size pairs
 AUX_CPUS = 0.25  # CPU share of a read, tokenize (without GPUs) or write task
+TOKENIZERS_PER_GPU_WORKER = 4  # at most; one tokenizer CPU joins ~1000 full articles/s to 6 labels
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,10 @@ class Resources:
             raise ZsRayError(f"{workers} workers x {gpus:g} GPUs need more than the cluster's {gpus_total:g} GPUs")
         if gpus:
             cpus = config.cpus_per_worker if config.cpus_per_worker is not None else 1.0
-            tok_workers, tok_cpus = workers, 1.0
+            # Tokenizing is what a GPU waits on: at least one tokenizer actor per model worker, growing into
+            # the CPUs the model workers leave (Ray Data adds actors while their input queue backs up).
+            spare = int(cpus_total - workers * cpus - 2 * AUX_CPUS)
+            tok_workers, tok_cpus = max(workers, min(TOKENIZERS_PER_GPU_WORKER * workers, spare)), 1.0
         else:
             spare = cpus_total - 3 * AUX_CPUS  # read, tokenize and write share what the model leaves
             cpus = config.cpus_per_worker if config.cpus_per_worker is not None else max(1.0, spare / workers)
@@ -96,14 +101,12 @@ class TokenizeStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column(self.text_field).to_pylist()
-        keep = [i for i, t in enumerate(texts) if t is not None and t.strip()]
-        enc = self.encoder.encode([texts[i] for i in keep])
-        for name in TOKEN_COLUMNS:
-            values = [None] * len(texts)
-            for j, i in enumerate(keep):
-                values[i] = enc[name][j] if name in enc else None
-            batch = batch.append_column(name, pa.array(values, pa.list_(pa.list_(pa.int32()))))
-        return batch
+        kept = np.array([t is not None and bool(t.strip()) for t in texts], dtype=bool)
+        pairs = self.encoder.encode([t for t, k in zip(texts, kept) if k])
+        batch = batch.append_column("input_ids", pairs_column(pairs.ids, pairs.lengths, kept, pairs.n_labels))
+        types = (pairs_column(pairs.type_ids, pairs.lengths, kept, pairs.n_labels) if pairs.type_ids is not None
+                 else pa.nulls(len(texts), PAIRS_TYPE))
+        return batch.append_column("token_type_ids", types)
 
 
 class ModelStage:
@@ -125,7 +128,7 @@ class ModelStage:
         types = batch.column("token_type_ids").combine_chunks()
         if len(keep) and types.null_count < len(types):
             flat_types, _ = flat_pairs(types)
-        probs = self.scorer.probabilities_flat(flat, lengths, len(self.labels), flat_types)
+        probs = self.scorer.probabilities(Pairs(flat, lengths, flat_types, len(self.labels)))
         labels, scores = [None] * len(ids), [None] * len(ids)
         for j, i in enumerate(keep):
             labels[i], scores[i] = ranked(self.labels, probs[j])
@@ -139,11 +142,21 @@ class ModelStage:
         return batch
 
 
+def pairs_column(values: np.ndarray, lengths: np.ndarray, kept: np.ndarray, n_labels: int) -> pa.Array:
+    """list<list<int32>>: per row, its ``n_labels`` pairs' token ids; null for rows not ``kept``."""
+    pair_offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=pair_offsets[1:])
+    row_offsets = np.zeros(len(kept) + 1, dtype=np.int32)
+    np.cumsum(np.where(kept, n_labels, 0), out=row_offsets[1:])
+    inner = pa.ListArray.from_arrays(pa.array(pair_offsets), pa.array(values, pa.int32()))
+    return pa.ListArray.from_arrays(pa.array(row_offsets), inner, mask=pa.array(~kept))
+
+
 def flat_pairs(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(all token ids end to end, length of each pair) of a list<list<int>> column's non-null rows."""
     pairs = column.flatten()  # the pairs of the non-null rows, slicing offsets handled
     lengths = np.diff(pairs.offsets.to_numpy()).astype(np.int64)
-    return pairs.flatten().to_numpy(zero_copy_only=False).astype(np.int64), lengths
+    return pairs.flatten().to_numpy(zero_copy_only=False), lengths
 
 
 def classify(ds, config: AnnotateConfig, text_field: str, res: Resources):

@@ -16,7 +16,7 @@ from typing import Optional
 from zs_ray import classify, read, write
 from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
-from zs_ray.engine import check_model
+from zs_ray.engine import PairEncoder, check_model
 from zs_ray.errors import ZsRayError
 from zs_ray.rubrix import log_output, preflight
 
@@ -51,6 +51,7 @@ def check(config: AnnotateConfig):
     """All input checks, before any work: (read plan, output target)."""
     plan = read.plan_read(config.dataset, config.config, config.split, config.text_field)
     check_model(config.model)
+    PairEncoder(config.model, config.labels, config.hypothesis_template)  # the tokenizer loads, hypotheses fit
     if config.rubrix is not None:
         if "://" in config.output and not config.output.startswith("file://"):
             raise ZsRayError("--rubrix-dataset needs a local (or shared-filesystem) --output: the record of "
@@ -62,10 +63,10 @@ def check(config: AnnotateConfig):
 
 def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resources, precision: str) -> dict:
     import pyarrow
+    import ray
     import torch
     import transformers
 
-    import ray
     import zs_ray
 
     settings = config.to_dict()
