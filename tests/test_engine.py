@@ -135,6 +135,30 @@ def test_bmm_attention_equals_sdpa(monkeypatch, scores_bytes):
     assert torch.allclose(got, want.transpose(1, 2), atol=1e-5)
     got, _ = engine._bmm_attention(None, q, k, v, None)
     assert torch.allclose(got, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2), atol=1e-5)
+    # Scores past exp's range (overflow, and rows whose every exp underflows) take the max-subtracting
+    # softmax; float64 keeps the reference well conditioned at such magnitudes.
+    q64, k64, v64 = q.double(), k.double().abs(), v.double()
+    mask64 = torch.zeros(5, 1, 1, 17, dtype=torch.float64).masked_fill_(pad[:, None, None, :], -1e300)
+    for big in (400 * q64, -400 * q64.abs() - 1000):
+        got, _ = engine._bmm_attention(None, big, k64, v64, mask64)
+        want = torch.softmax(big @ k64.transpose(-1, -2) / 8 ** 0.5 + mask64, -1) @ v64
+        assert not torch.isfinite(torch.exp(big @ k64.transpose(-1, -2) / 8 ** 0.5)).all() or big.max() < 0
+        assert torch.allclose(got, want.transpose(1, 2), atol=1e-9)
+
+
+def test_bmm_attention_bf16_rounding_like_softmax():
+    """In bf16, the one-pass softmax rounds no worse than bf16 softmax + matmul (vs an fp32 reference)."""
+    import torch
+
+    from zs_ray import engine
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 6, 128, 64) for _ in range(3))
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    got, _ = engine._bmm_attention(None, qb, kb, vb, None)
+    plain = torch.matmul(torch.softmax(torch.matmul(qb * 0.125, kb.transpose(-1, -2)), -1), vb).transpose(1, 2)
+    assert (got.float() - exact).abs().max() <= 1.5 * (plain.float() - exact).abs().max()
 
 
 def test_cpu_fast_paths_are_in_use(nli_model):

@@ -322,9 +322,20 @@ ATTENTION = "zs_ray_bmm"
 SCORES_BYTES = 6 << 20  # attention scores computed at once: about the L2 caches of two cores
 
 
+VALUE_PAD = 16  # v gets a column of ones (the row sums), padded to a whole SIMD width
+
+
 def _bmm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention as bulk ops (scores, softmax, weighted sum), a few sequences at a time so that their
-    [heads, L, L] scores stay in cache (3x faster at L=512 than one pass over the whole batch).
+    """softmax(q k^T * scaling + mask) v as bulk ops, a few sequences at a time so that their [heads, L, L]
+    scores stay in cache (3x faster at L=512 than one pass over the whole batch).
+
+    The softmax is taken apart: exp(scores) in place, the weighted sum with a column of ones beside v (so
+    the same GEMM gives the row sums), then the [L, head_dim] result divided by them. That is one pass
+    over the [L, L] scores instead of softmax's three (10% faster attention at L=512), with the same
+    rounding (bf16 probabilities, fp32 accumulation). Without softmax's max subtraction, exp overflows for
+    scores above ~88 (bf16 has fp32's range) and underflows for rows far below zero: any chunk whose row
+    sums are not finite and positive is recomputed with ``torch.softmax``.
+
     ``attention_mask`` is the additive [batch, 1, 1, keys] key-padding mask the scorer builds, or None
     when the batch has no padding."""
     import torch
@@ -332,15 +343,22 @@ def _bmm_attention(module, query, key, value, attention_mask, scaling=None, drop
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     batch, heads, length, head_dim = query.shape
-    rows = max(1, SCORES_BYTES // (heads * length * key.shape[-2] * query.element_size()))
-    if rows >= batch:
-        scores = torch.matmul(query * scaling, key.transpose(-1, -2))
-        if attention_mask is not None:
-            scores.add_(attention_mask)
-        return torch.matmul(torch.softmax(scores, dim=-1), value).transpose(1, 2), None
+    keys = key.shape[-2]
+    rows = max(1, SCORES_BYTES // (heads * length * keys * query.element_size()))
     out = torch.empty((batch, length, heads, head_dim), dtype=query.dtype, device=query.device)
     for start in range(0, batch, rows):
         part = slice(start, start + rows)
+        scores = torch.matmul(query[part] * scaling, key[part].transpose(-1, -2))
+        if attention_mask is not None:
+            scores.add_(attention_mask[part])
+        ones = value.new_zeros((scores.shape[0], heads, keys, head_dim + VALUE_PAD))
+        ones[..., :head_dim] = value[part]
+        ones[..., head_dim] = 1
+        weighted = torch.matmul(scores.exp_(), ones)
+        sums = weighted[..., head_dim:head_dim + 1]
+        if bool(((sums > 0) & (sums < math.inf)).all()):
+            out[part] = (weighted[..., :head_dim] / sums).transpose(1, 2)
+            continue
         scores = torch.matmul(query[part] * scaling, key[part].transpose(-1, -2))
         if attention_mask is not None:
             scores.add_(attention_mask[part])
