@@ -270,4 +270,6 @@ def read_dataset(plan: ReadPlan, num_cpus: float = 1.0):
                                       per_task_row_limit=per_task_row_limit))
             return tasks
 
-    return ray.data.read_datasource(SplitDatasource(), num_cpus=num_cpus)
+    # One block per segment: without override_num_blocks Ray Data splits the reads into >= 200 blocks
+    # (a few rows each for a small split), and every tiny block costs the stages downstream.
+    return ray.data.read_datasource(SplitDatasource(), num_cpus=num_cpus, override_num_blocks=len(plan.segments))
