@@ -126,6 +126,7 @@ BAD_INPUTS = [
     (["--config", "xx"], "unknown --config 'xx'"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["NOENT"], "no entailment label"),
+    (["--labels", "deportes," + "muy " * 130], "no room is left for the text"),  # the tiny model takes 128 tokens
 ]
 
 

@@ -88,8 +88,9 @@ def test_a_template_that_disagrees_on_real_texts_is_dropped(tmp_path):
     assert as_lists(pairs, pairs.ids) == tokenizer_pairs(tok, TEXTS)[0]
 
 
-def test_hypothesis_longer_than_the_model_is_one_line_error(tmp_path):
-    build_tokenizer(tmp_path, max_length=16)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_hypothesis_longer_than_the_model_is_one_line_error(tmp_path, side):
+    build_unigram_tokenizer(tmp_path, max_length=16, truncation_side=side)
     with pytest.raises(ZsRayError, match="no room is left for the text") as err:
         PairEncoder(str(tmp_path), ["deportes " * 20], TEMPLATE)
     assert "\n" not in str(err.value)

@@ -31,7 +31,10 @@ RESULT_SCHEMA = pa.schema([
     ("score", pa.float64()),
 ])
 TEXTS_PER_TOKENIZE_BATCH = 256
-TEXTS_PER_MODEL_BATCH = 256  # a block the model stage sorts by length and cuts into --batch-size pairs
+# Texts per model-stage call, which sorts their pairs by length and cuts them into forward passes by the
+# token budget: on a GPU (65,536 tokens per pass) 256 summaries x 6 labels fill barely 1.3 passes, so GPU
+# calls take 1,024 texts (~5 full passes of summaries, ~48 of full articles).
+TEXTS_PER_MODEL_BATCH = {"cpu": 256, "cuda": 1024}
 AUX_CPUS = 0.25  # CPU share of a read, tokenize (without GPUs) or write task
 TOKENIZERS_PER_GPU_WORKER = 4  # at most; one tokenizer CPU joins ~1000 full articles/s to 6 labels
 
@@ -177,7 +180,7 @@ def classify(ds, config: AnnotateConfig, text_field: str, res: Resources):
         fn_constructor_kwargs=dict(model=config.model, labels=config.labels, multi_label=config.multi_label,
                                    precision=config.precision, batch_size=config.batch_size, device=res.device,
                                    cpus=res.cpus_per_worker),
-        batch_size=TEXTS_PER_MODEL_BATCH,
+        batch_size=TEXTS_PER_MODEL_BATCH[res.device],
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=res.num_workers, max_size=res.num_workers),
         num_gpus=res.gpus_per_worker,

@@ -133,11 +133,6 @@ class Pairs:
     def n_texts(self) -> int:
         return len(self.lengths) // self.n_labels if self.n_labels else 0
 
-    def pair(self, i: int) -> list[int]:
-        """Token ids of pair ``i`` (as the tokenizer would return them)."""
-        start = int(self.lengths[:i].sum())
-        return self.ids[start:start + int(self.lengths[i])].tolist()
-
 
 @dataclass(frozen=True)
 class _PairTemplate:
@@ -180,6 +175,7 @@ class PairEncoder:
         if not self.max_length or self.max_length > 100_000:  # tokenizers without a limit report a huge number
             self.max_length = 512
         self.with_types = "token_type_ids" in self.tokenizer.model_input_names
+        self._check_room()
         self.template = self._learn_template()
         self._checked = self.template is None
 
@@ -206,6 +202,15 @@ class PairEncoder:
                              return_token_type_ids=False, **kwargs)
         return enc["input_ids"]
 
+    def _check_room(self) -> None:
+        """Every hypothesis leaves room for at least one token of the text (else the tokenizer fails on
+        every text that needs truncating)."""
+        specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        for hypothesis, ids in zip(self.hypotheses, self._single(self.hypotheses)):
+            if self.max_length - specials - len(ids) < 1:
+                raise ZsRayError(f"hypothesis {hypothesis!r} takes {len(ids)} of the model's {self.max_length} "
+                                 "tokens: no room is left for the text")
+
     def _learn_template(self) -> Optional[_PairTemplate]:
         tok = self.tokenizer
         if getattr(tok, "truncation_side", "right") != "right" or not getattr(tok, "is_fast", False):
@@ -223,9 +228,7 @@ class PairEncoder:
         specials = len(head) + len(middle) + len(suffix)
         budgets = np.array([self.max_length - specials - len(h) for h in hyp_ids], dtype=np.int64)
         if budgets.min() < 1:
-            worst = int(np.argmin(budgets))
-            raise ZsRayError(f"hypothesis {self.hypotheses[worst]!r} takes {len(hyp_ids[worst])} of the model's "
-                             f"{self.max_length} tokens: no room is left for the text")
+            return None
         head_types = tail_types = None
         premise_type = 0
         if self.with_types:
