@@ -14,9 +14,9 @@ one thread): the articles/s one tokenizer CPU supplies to the model stage, with 
 once (zs-ray) and once per label (the pipeline's tokenizer call), on summaries and full articles. On
 a GPU node that rate, against the GPU's, says how many tokenizer CPUs keep it fed.
 
-    python benchmarks/bench_job.py                    # ~5 minutes on 2 cores; appends to results-engine.md
+    python benchmarks/bench_job.py                    # ~6 minutes on 2 cores; writes its section of results-engine.md
     python benchmarks/bench_job.py --quick            # smoke run, prints only
-    python benchmarks/bench_job.py --tiny-rows 3000 --medium-rows 600 --precision auto
+    python benchmarks/bench_job.py --tiny-rows 20000 --medium-rows 1500 --precision auto
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def stage_rates(model: str, texts_per_set: int = 512, repeats: int = 3) -> list[
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny-rows", type=int, default=3000, help="rows for the tiny model (default 3000)")
-    p.add_argument("--medium-rows", type=int, default=600, help="rows for the SELECTRA-medium shape (default 600)")
+    p.add_argument("--tiny-rows", type=int, default=20000, help="rows for the tiny model (default 20000)")
+    p.add_argument("--medium-rows", type=int, default=1500, help="rows for the SELECTRA-medium shape (default 1500)")
     p.add_argument("--precision", default="auto", help="engine and job precision (default auto)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the engine alone (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: 300 / 60 rows, no results file")
