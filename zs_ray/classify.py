@@ -36,7 +36,7 @@ TEXTS_PER_TOKENIZE_BATCH = 256
 # calls take 1,024 texts (~5 full passes of summaries, ~48 of full articles).
 TEXTS_PER_MODEL_BATCH = {"cpu": 256, "cuda": 1024}
 AUX_CPUS = 0.25  # CPU share of a read, tokenize (without GPUs) or write task
-TOKENIZERS_PER_GPU_WORKER = 4  # at most; one tokenizer CPU joins ~1000 full articles/s to 6 labels
+TOKENIZERS_PER_GPU_WORKER = 4  # at most; one tokenizer CPU joins ~1,200 full articles/s to 6 labels
 
 
 @dataclass(frozen=True)
