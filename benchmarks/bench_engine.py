@@ -92,6 +92,7 @@ def write_section(path: Path, begin: str, end: str, body: str, title: str) -> No
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
+    print(f"written: {path}")
 
 
 # --------------------------------------------------------------------------- data
@@ -304,7 +305,6 @@ def main(argv=None) -> int:
     ])
     if not args.no_write:
         write_section(RESULTS, BEGIN, END, body, "zs-ray engine benchmarks")
-        print(f"written: {RESULTS}")
     return 0
 
 

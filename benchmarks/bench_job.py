@@ -189,7 +189,6 @@ def main(argv=None) -> int:
     print(body)
     if not args.no_write:
         write_section(RESULTS, BEGIN, END, body, "zs-ray engine benchmarks")
-        print(f"written: {RESULTS}")
     return 0
 
 

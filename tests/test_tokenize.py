@@ -65,9 +65,10 @@ def test_one_label_and_long_hypotheses(tokenizer_dir):
     labels = ["deportes", "ciencia y tecnología y también sociedad, cultura y economía del país"]
     enc = PairEncoder(str(path), labels, "{}")
     ids, _ = tokenizer_pairs(tok, TEXTS, labels, "{}")
-    assert as_lists(enc.encode(TEXTS), enc.encode(TEXTS).ids) == ids
-    one = PairEncoder(str(path), ["deportes"], TEMPLATE)
-    assert as_lists(one.encode(TEXTS), one.encode(TEXTS).ids) == tokenizer_pairs(tok, TEXTS, ["deportes"])[0]
+    pairs = enc.encode(TEXTS)
+    assert as_lists(pairs, pairs.ids) == ids
+    one = PairEncoder(str(path), ["deportes"], TEMPLATE).encode(TEXTS)
+    assert as_lists(one, one.ids) == tokenizer_pairs(tok, TEXTS, ["deportes"])[0]
 
 
 def test_left_truncating_tokenizer_uses_its_own_pair_encoding(tmp_path):

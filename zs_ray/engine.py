@@ -175,8 +175,9 @@ class PairEncoder:
         if not self.max_length or self.max_length > 100_000:  # tokenizers without a limit report a huge number
             self.max_length = 512
         self.with_types = "token_type_ids" in self.tokenizer.model_input_names
-        self._check_room()
-        self.template = self._learn_template()
+        hyp_ids = self._single(self.hypotheses)
+        self._check_room(hyp_ids)
+        self.template = self._learn_template(hyp_ids)
         self._checked = self.template is None
 
     # -- the tokenizer's own pair encoding: the reference, and the fallback
@@ -202,20 +203,19 @@ class PairEncoder:
                              return_token_type_ids=False, **kwargs)
         return enc["input_ids"]
 
-    def _check_room(self) -> None:
+    def _check_room(self, hyp_ids: list) -> None:
         """Every hypothesis leaves room for at least one token of the text (else the tokenizer fails on
         every text that needs truncating)."""
         specials = self.tokenizer.num_special_tokens_to_add(pair=True)
-        for hypothesis, ids in zip(self.hypotheses, self._single(self.hypotheses)):
+        for hypothesis, ids in zip(self.hypotheses, hyp_ids):
             if self.max_length - specials - len(ids) < 1:
                 raise ZsRayError(f"hypothesis {hypothesis!r} takes {len(ids)} of the model's {self.max_length} "
                                  "tokens: no room is left for the text")
 
-    def _learn_template(self) -> Optional[_PairTemplate]:
+    def _learn_template(self, hyp_ids: list) -> Optional[_PairTemplate]:
         tok = self.tokenizer
         if getattr(tok, "truncation_side", "right") != "right" or not getattr(tok, "is_fast", False):
             return None
-        hyp_ids = self._single(self.hypotheses)
         probe_a = " ".join(self.hypotheses)
         a_ids = self._single([probe_a])[0]
         joined = tok(probe_a, self.hypotheses[0], return_attention_mask=False, return_token_type_ids=self.with_types)
@@ -227,8 +227,6 @@ class PairEncoder:
         head, middle, suffix = full[:p], full[p + len(a_ids):p + len(a_ids) + m], full[p + len(a_ids) + m + len(b_ids):]
         specials = len(head) + len(middle) + len(suffix)
         budgets = np.array([self.max_length - specials - len(h) for h in hyp_ids], dtype=np.int64)
-        if budgets.min() < 1:
-            return None
         head_types = tail_types = None
         premise_type = 0
         if self.with_types:
@@ -352,11 +350,14 @@ def _bmm_attention(module, query, key, value, attention_mask, scaling=None, drop
     keys = key.shape[-2]
     rows = max(1, SCORES_BYTES // (heads * length * keys * query.element_size()))
     out = torch.empty((batch, length, heads, head_dim), dtype=query.dtype, device=query.device)
+
+    def scores_of(part):
+        scores = torch.matmul(query[part] * scaling, key[part].transpose(-1, -2))
+        return scores if attention_mask is None else scores.add_(attention_mask[part])
+
     for start in range(0, batch, rows):
         part = slice(start, start + rows)
-        scores = torch.matmul(query[part] * scaling, key[part].transpose(-1, -2))
-        if attention_mask is not None:
-            scores.add_(attention_mask[part])
+        scores = scores_of(part)
         ones = value.new_zeros((scores.shape[0], heads, keys, head_dim + VALUE_PAD))
         ones[..., :head_dim] = value[part]
         ones[..., head_dim] = 1
@@ -365,10 +366,7 @@ def _bmm_attention(module, query, key, value, attention_mask, scaling=None, drop
         if bool(((sums > 0) & (sums < math.inf)).all()):
             out[part] = (weighted[..., :head_dim] / sums).transpose(1, 2)
             continue
-        scores = torch.matmul(query[part] * scaling, key[part].transpose(-1, -2))
-        if attention_mask is not None:
-            scores.add_(attention_mask[part])
-        out[part] = torch.matmul(torch.softmax(scores, dim=-1), value[part]).transpose(1, 2)
+        out[part] = torch.matmul(torch.softmax(scores_of(part), dim=-1), value[part]).transpose(1, 2)
     return out, None
 
 
