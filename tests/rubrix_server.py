@@ -26,7 +26,7 @@ import uuid
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
-from zs_ray.write import MANIFEST
+from zs_ray.output import MANIFEST
 
 NAME_RE = re.compile(r"^(?!-|_)[a-z0-9-_]+$")
 STATUSES = {"Default", "Edited", "Discarded", "Validated"}

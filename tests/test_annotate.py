@@ -13,7 +13,7 @@ from tests.builders import build_nli_model, mlsum_rows
 from tests.conftest import LABELS, TEMPLATE
 from zs_ray import AnnotateConfig, ZeroShotClassifier, ZsRayError, annotate
 from zs_ray.cli import main
-from zs_ray.write import MANIFEST
+from zs_ray.output import MANIFEST
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,11 @@ BAD_INPUTS = [
     (["--dataset", "no-such-org/no-such-dataset"], "dataset 'no-such-org/no-such-dataset' not found"),
     (["--split", "test[0:"], "bad --split"),
     (["--split", "dev[:5]"], "unknown split 'dev'"),
-    (["--precision", "fp8"], "unknown --precision 'fp8'"),
+    (["--precision", "fp8"], "invalid choice: 'fp8'"),
+    (["--num-workers", "3-1"], "need 1 <= MIN <= MAX"),
+    (["--num-workers", "two"], "--num-workers must be N or MIN-MAX"),
+    (["--resources-per-worker", "{slot: 1}"], "--resources-per-worker is not JSON"),
+    (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag"),
     (["--config", "xx"], "unknown --config 'xx'"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["NOENT"], "no entailment label"),
@@ -182,9 +186,10 @@ def test_failure_mid_run_leaves_no_output(ray_local, tmp_path, nli_model):
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
-def test_annotate_logs_to_rubrix_and_relog_sends_nothing(ray_local, tmp_path, monkeypatch, capsys, mlsum_dir,
+def test_annotate_file_uri_logs_to_rubrix_and_relog_sends_nothing(ray_local, tmp_path, monkeypatch, capsys, mlsum_dir,
                                                           nli_model):
-    """annotate -> write -> log, into an Argilla 1.x test server; a second `zs-ray log` resends nothing."""
+    """annotate -> write -> log with a file:// output, into an Argilla 1.x test server; a second `zs-ray log`
+    resends nothing."""
     from tests.rubrix_server import RubrixTestServer
 
     key = "zsray-annotate-SECRET-42"
@@ -193,7 +198,7 @@ def test_annotate_logs_to_rubrix_and_relog_sends_nothing(ray_local, tmp_path, mo
         monkeypatch.setenv("RUBRIX_API_URL", srv.url)
         monkeypatch.setenv("RUBRIX_API_KEY", key)
         monkeypatch.setenv("RUBRIX_WORKSPACE", "rubrix")
-        args = ["--output", str(out), "--dataset", mlsum_dir, "--split", "test[:90]", "--model", nli_model,
+        args = ["--output", out.as_uri(), "--dataset", mlsum_dir, "--split", "test[:90]", "--model", nli_model,
                 "--precision", "fp32", "--rubrix-dataset", "zeroshot_noticias", "--chunk-size", "16"]
         assert main(["annotate", *args]) == 0
         rows = {r["id"]: r for r in read_output(out)}
@@ -210,7 +215,7 @@ def test_annotate_logs_to_rubrix_and_relog_sends_nothing(ray_local, tmp_path, mo
         assert set(srv.writes["zeroshot_noticias"].values()) == {1}
 
         srv.annotate("zeroshot_noticias", "es-test-0000001", ["deportes"])
-        assert main(["log", "--input", str(out), "--rubrix-dataset", "zeroshot_noticias"]) == 0
+        assert main(["log", "--input", out.as_uri(), "--rubrix-dataset", "zeroshot_noticias"]) == 0
         assert set(srv.writes["zeroshot_noticias"].values()) == {1}  # nothing resent
         assert srv.records("zeroshot_noticias")["es-test-0000001"]["status"] == "Validated"
     captured = capsys.readouterr()
@@ -231,33 +236,3 @@ def test_bad_rubrix_settings_refused_before_any_work(tmp_path, capsys, mlsum_dir
     assert not list(tmp_path.iterdir())
 
 
-def test_rubrix_logging_needs_a_local_output(capsys, mlsum_dir, nli_model):
-    args = ["annotate", "--dataset", mlsum_dir, "--model", nli_model, "--output", "s3://bucket/predictions",
-            "--rubrix-dataset", "zeroshot_noticias"]
-    assert main(args) == 2
-    assert "needs a local" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("cluster, flags, expected", [
-    # laptop: one CPU model worker with what read/tokenize/write leave; one light tokenizer actor
-    ({"CPU": 2}, {}, (1, 0.0, 1.25, 1, 0.25)),
-    # one GPU node (g5.2xlarge: 8 vCPUs): a GPU worker, tokenizers growing into the spare CPUs (at most 4)
-    ({"CPU": 8, "GPU": 1}, {}, (1, 1.0, 1.0, 4, 1.0)),
-    # 8 GPUs, few CPUs: still at least one tokenizer per GPU worker
-    ({"CPU": 9, "GPU": 8}, {}, (8, 1.0, 1.0, 8, 1.0)),
-    # two workers per GPU
-    ({"CPU": 16, "GPU": 2}, {"gpus_per_worker": 0.5}, (4, 0.5, 1.0, 11, 1.0)),
-])
-def test_resource_plan(cluster, flags, expected):
-    from zs_ray.classify import Resources
-
-    res = Resources.plan(AnnotateConfig(output="x", **flags), cluster)
-    assert (res.num_workers, res.gpus_per_worker, res.cpus_per_worker, res.tokenizer_workers,
-            res.tokenizer_cpus) == expected
-
-
-def test_resource_plan_refuses_more_workers_than_gpus():
-    from zs_ray.classify import Resources
-
-    with pytest.raises(ZsRayError, match="need more than the cluster's 2 GPUs"):
-        Resources.plan(AnnotateConfig(output="x", num_workers=3), {"CPU": 8, "GPU": 2})

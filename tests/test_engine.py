@@ -122,25 +122,25 @@ def test_bmm_attention_equals_sdpa(monkeypatch, scores_bytes):
     """The CPU bf16 attention (scores, softmax, weighted sum; chunked or not) computes SDPA with a key-padding mask."""
     import torch
 
-    from zs_ray import engine
+    from zs_ray.engine import kernels
 
-    monkeypatch.setattr(engine, "SCORES_BYTES", scores_bytes)
+    monkeypatch.setattr(kernels, "SCORES_BYTES", scores_bytes)
     torch.manual_seed(0)
     q, k, v = (torch.randn(5, 3, 17, 8) for _ in range(3))
     lengths = torch.tensor([17, 17, 12, 5, 1])
     pad = torch.arange(17)[None, :] >= lengths[:, None]
     additive = torch.zeros(5, 1, 1, 17).masked_fill_(pad[:, None, None, :], torch.finfo(torch.float32).min)
-    got, _ = engine._bmm_attention(None, q, k, v, additive, scaling=0.3)
+    got, _ = kernels._bmm_attention(None, q, k, v, additive, scaling=0.3)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :], scale=0.3)
     assert torch.allclose(got, want.transpose(1, 2), atol=1e-5)
-    got, _ = engine._bmm_attention(None, q, k, v, None)
+    got, _ = kernels._bmm_attention(None, q, k, v, None)
     assert torch.allclose(got, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2), atol=1e-5)
     # Scores past exp's range (overflow, and rows whose every exp underflows) take the max-subtracting
     # softmax; float64 keeps the reference well conditioned at such magnitudes.
     q64, k64, v64 = q.double(), k.double().abs(), v.double()
     mask64 = torch.zeros(5, 1, 1, 17, dtype=torch.float64).masked_fill_(pad[:, None, None, :], -1e300)
     for big in (400 * q64, -400 * q64.abs() - 1000):
-        got, _ = engine._bmm_attention(None, big, k64, v64, mask64)
+        got, _ = kernels._bmm_attention(None, big, k64, v64, mask64)
         want = torch.softmax(big @ k64.transpose(-1, -2) / 8 ** 0.5 + mask64, -1) @ v64
         assert not torch.isfinite(torch.exp(big @ k64.transpose(-1, -2) / 8 ** 0.5)).all() or big.max() < 0
         assert torch.allclose(got, want.transpose(1, 2), atol=1e-9)
@@ -150,13 +150,13 @@ def test_bmm_attention_bf16_rounding_like_softmax():
     """In bf16, the one-pass softmax rounds no worse than bf16 softmax + matmul (vs an fp32 reference)."""
     import torch
 
-    from zs_ray import engine
+    from zs_ray.engine import kernels
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(4, 6, 128, 64) for _ in range(3))
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
     qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
-    got, _ = engine._bmm_attention(None, qb, kb, vb, None)
+    got, _ = kernels._bmm_attention(None, qb, kb, vb, None)
     plain = torch.matmul(torch.softmax(torch.matmul(qb * 0.125, kb.transpose(-1, -2)), -1), vb).transpose(1, 2)
     assert (got.float() - exact).abs().max() <= 1.5 * (plain.float() - exact).abs().max()
 
@@ -218,3 +218,13 @@ def test_missing_model_is_one_line_error(tmp_path):
 def test_bad_labels_and_templates(nli_model, labels, template, message):
     with pytest.raises(ZsRayError, match=message):
         ZeroShotClassifier(nli_model, labels, template)
+
+
+def test_engine_does_not_import_ray():
+    """The engine stands alone: importing it (and the zs_ray package it lives in) loads no Ray module."""
+    import subprocess
+    import sys
+
+    code = "import zs_ray.engine, sys; assert not any(m == 'ray' or m.startswith('ray.') for m in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -1,4 +1,6 @@
-"""Dataset resolution, split syntax and stable ids (the read plan, executed without Ray)."""
+"""Dataset resolution, split syntax and stable ids (the read plan, executed without Ray).
+
+JSON and JSON-lines inputs: tests/test_read_json.py."""
 
 import json
 import os
@@ -108,7 +110,7 @@ def test_bad_config_text_field_and_dataset(mlsum_dir, tmp_path):
     with pytest.raises(ZsRayError, match="not found"):
         plan_read(str(tmp_path / "nowhere"), "es", "test", "summary")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ZsRayError, match="no parquet files"):
+    with pytest.raises(ZsRayError, match="no parquet/jsonl/json data files found"):
         plan_read(str(tmp_path / "empty"), "es", "test", "summary")
 
 
@@ -127,3 +129,114 @@ def test_hub_ids_are_read_over_hffilesystem():
 
     fs, root = _filesystem("mteb/mlsum")
     assert isinstance(fs, HfFileSystem) and root == "datasets/mteb/mlsum"
+
+
+@pytest.mark.parametrize("layout", ["root_split_dirs", "data_jsonl", "keyword_names"])
+def test_standard_layouts_without_configs(tmp_path, layout):
+    """Layouts ``datasets.data_files.get_data_patterns`` resolves (no config: ids are <split>-<index>)."""
+    rows = source(30)
+    files = {
+        "root_split_dirs": {"test/0000.parquet": rows[:12], "test/0001.parquet": rows[12:], "train/0.parquet": rows},
+        "data_jsonl": {"data/test.jsonl": rows, "data/train.jsonl": rows[:3]},
+        "keyword_names": {"my_test_set.parquet": rows, "train_part.parquet": rows[:3]},  # **/*[-._ 0-9]test[-._ 0-9]*
+    }[layout]
+    for rel, part in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".jsonl"):
+            (tmp_path / rel).write_text("".join(json.dumps(r) + "\n" for r in part))
+        else:
+            pq.write_table(pa.Table.from_pylist(part, schema=MLSUM_SCHEMA), tmp_path / rel)
+    plan = plan_read(str(tmp_path), None, "test", "summary")
+    got = rows_of(plan)
+    assert plan.config is None and [r["url"] for r in got] == [r["url"] for r in rows]
+    assert got[29]["id"] == "test-0000029"
+    with pytest.raises(ZsRayError, match="unknown split 'dev'.*available splits are test, train$"):
+        plan_read(str(tmp_path), None, "dev", "summary")
+
+
+CARD = """---
+language: [es, fr, de]
+configs:
+- config_name: es
+  data_files:
+  - split: test
+    path: es/test.parquet
+  - split: train
+    path: es/train-*.parquet
+- config_name: fr
+  default: true
+  data_files:
+  - split: test
+    path: francais/*.jsonl
+- config_name: de
+  data_dir: de
+---
+# A card like mteb/mlsum's
+"""
+
+
+@pytest.fixture
+def card_dir(tmp_path):
+    """Configs only the card declares: es/test-old.parquet (named by no path), francais/ (not a config name)."""
+    rows = source(40)
+    for rel, part in {"es/test.parquet": rows[:25], "es/test-old.parquet": rows[25:],
+                      "es/train-0.parquet": rows[:5], "es/train-1.parquet": rows[5:8],
+                      "de/validation.parquet": rows[:7]}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(part, schema=MLSUM_SCHEMA), tmp_path / rel)
+    (tmp_path / "francais").mkdir()
+    (tmp_path / "francais" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (tmp_path / "francais" / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:6]))
+    (tmp_path / "README.md").write_text(CARD)
+    return tmp_path, rows
+
+
+def test_card_configs_resolve_configs_and_splits(card_dir):
+    root, rows = card_dir
+    es = plan_read(str(root), "es", "test", "summary")
+    assert es.config == "es" and es.num_rows == 25  # es/test-old.parquet is no file of the card's test split
+    assert [r["url"] for r in rows_of(es)] == [r["url"] for r in rows[:25]]
+    train = rows_of(plan_read(str(root), "es", "train[4:6]", "summary"))
+    assert [(r["id"], r["url"]) for r in train] == [("es-train-0000004", rows[4]["url"]), ("es-train-0000005", rows[5]["url"])]
+    fr = plan_read(str(root), None, "test", "summary")  # fr is the card's default config
+    assert fr.config == "fr" and [r["id"] for r in rows_of(fr)] == [f"fr-test-{i:07d}" for i in range(6)]
+    de = plan_read(str(root), "de", "validation", "summary")  # data_dir only: get_data_patterns inside de/
+    assert [r["url"] for r in rows_of(de)] == [r["url"] for r in rows[:7]]
+    with pytest.raises(ZsRayError, match=r"unknown --config 'francais'.*available configs are es, fr, de$"):
+        plan_read(str(root), "francais", "test", "summary")
+    with pytest.raises(ZsRayError, match=r"unknown split 'validation' in .* \(es\): available splits are test, train$"):
+        plan_read(str(root), "es", "validation", "summary")
+
+
+def test_card_without_default_asks_for_a_config(card_dir):
+    root, _ = card_dir
+    (root / "README.md").write_text(CARD.replace("  default: true\n", ""))
+    with pytest.raises(ZsRayError, match=r"has configs \(es, fr, de\): choose one with --config") as info:
+        plan_read(str(root), None, "test", "summary")
+    assert "\n" not in str(info.value)
+
+
+def test_card_configs_over_another_fsspec_filesystem(card_dir):
+    """The same card-declared layout in an fsspec memory filesystem (as the Hub's, not a local path)."""
+    import fsspec
+
+    root, rows = card_dir
+    fs = fsspec.filesystem("memory")
+    for path in root.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/zs-card/{path.relative_to(root)}", path.read_bytes())
+    try:
+        plan = plan_read("memory://zs-card", "es", "test[:3]", "summary")
+        assert plan.filesystem is fs and [s.path for s in plan.segments] == ["/zs-card/es/test.parquet"]
+        assert [r["url"] for r in rows_of(plan)] == [r["url"] for r in rows[:3]]
+    finally:
+        fs.rm("/zs-card", recursive=True)
+
+
+def test_config_dirs_without_a_card_stay_our_rule(mlsum_dir):
+    """CONFIG/SPLIT-*.parquet without a card: get_data_patterns on the root would merge configs."""
+    from zs_ray.read import resolve_files
+
+    _, files, used, single = resolve_files(mlsum_dir, "es")
+    assert used == "es" and not single and sorted(files) == ["test", "train", "validation"]
+    assert [f.rsplit("/", 1)[1] for f in files["test"]] == [f"test-0000{k}-of-00003.parquet" for k in range(3)]

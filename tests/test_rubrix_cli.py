@@ -44,7 +44,7 @@ def test_crash_mid_ingestion_then_resume(tmp_path, ray_local):
         for rid in sorted(stored)[:3]:
             srv.annotate(DS, rid, ["cultura"])
         srv.respond_delay_s = 0
-        cfg = RubrixConfig(DS, api_url=srv.url, api_key=KEY, workspace="rubrix", chunk_size=20)
+        cfg = RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_api_key=KEY, rubrix_workspace="rubrix", chunk_size=20)
         rep = log_output(tmp_path / "out", cfg)
         assert rep.ok and rep.already_on_server > 0  # stored before the crash, answer never seen
         assert rep.sent + rep.already_on_server + rep.already_acked == len(ids)
@@ -76,8 +76,8 @@ def test_key_never_leaks_in_failures(tmp_path, ray_local, caplog):
     make_output(tmp_path / "out", 100)
     with RubrixTestServer("argilla-1.29", api_key="other") as srv:
         texts = []
-        for cfg in (RubrixConfig(DS, api_url=srv.url, api_key=KEY, workspace="rubrix"),
-                    RubrixConfig(DS, api_url="http://127.0.0.1:9", api_key=KEY, retries=0)):
+        for cfg in (RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_api_key=KEY, rubrix_workspace="rubrix"),
+                    RubrixConfig(rubrix_dataset=DS, rubrix_api_url="http://127.0.0.1:9", rubrix_api_key=KEY, rubrix_retries=0)):
             with pytest.raises(ZsRayError) as e:
                 log_output(tmp_path / "out", cfg)
             texts += [str(e.value), repr(e.value), repr(cfg)]
@@ -86,30 +86,37 @@ def test_key_never_leaks_in_failures(tmp_path, ray_local, caplog):
             texts.append(str(e.value))
         srv.api_key = KEY
         srv.fail_next(10**6)
-        rep = log_output(tmp_path / "out", RubrixConfig(DS, api_url=srv.url, api_key=KEY,
-                                                        workspace="rubrix", retries=1, backoff_s=0.01))
+        rep = log_output(tmp_path / "out", RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_api_key=KEY,
+                                                        rubrix_workspace="rubrix", rubrix_retries=1, rubrix_backoff=0.01))
         assert not rep.ok
         texts += rep.errors + [rep.summary(), repr(rep)]
     assert "401" in texts[0] and "cannot reach" in texts[4]
     assert KEY not in "\n".join(texts) + caplog.text + all_text_under(tmp_path)
 
 
-def test_cli_flags_map_to_the_config(monkeypatch):
-    import argparse
-
-    from zs_ray.rubrix.cli import config_from_args, register_commands
+def test_cli_flags_and_config_file_map_to_the_settings(monkeypatch, tmp_path):
+    from zs_ray.cli import parse
 
     monkeypatch.setenv("RUBRIX_API_KEY", "from-env")
     monkeypatch.setenv("RUBRIX_API_URL", "http://env:6900")
-    parser = argparse.ArgumentParser()
-    register_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([
-        "log", "--input", "x", "--rubrix-dataset", DS, "--rubrix-api-url", "https://flag:1",
-        "--rubrix-tags", "tags=a", "--rubrix-tags", "team=b", "--chunk-size", "7", "--senders", "3",
+    settings, c = parse("log", [
+        "--input", "x", "--rubrix-dataset", DS, "--rubrix-api-url", "https://flag:1",
+        "--rubrix-tags", "tags=a", "team=b", "--chunk-size", "7", "--senders", "3",
         "--rubrix-no-verify-tls", "--rubrix-metadata-fields", "topic,title"])
-    c = config_from_args(args)
-    assert (c.api_url, c.api_key, c.chunk_size, c.senders, c.verify_tls) == (
-        "https://flag:1", "from-env", 7, 3, False)
-    assert c.tags == {"tags": "a", "team": "b"} and c.metadata_fields == ["topic", "title"]
-    assert config_from_args(parser.parse_args(["pull", "--output", "a.parquet",
-                                               "--rubrix-dataset", DS])).tags == {"tags": "data-annotation"}
+    assert settings.input == "x"
+    assert (c.rubrix_api_url, c.rubrix_api_key, c.chunk_size, c.senders, c.rubrix_no_verify_tls) == (
+        "https://flag:1", "from-env", 7, 3, True)
+    assert c.rubrix_tags == {"tags": "a", "team": "b"} and c.rubrix_metadata_fields == ["topic", "title"]
+    _, server = parse("pull", ["--output", "a.parquet", "--rubrix-dataset", DS])
+    assert not hasattr(server, "chunk_size") and server.rubrix_api_url == "http://env:6900"
+
+    # A config file gives the same settings under the flags' names (either spelling); flags override it.
+    path = tmp_path / "log.yaml"
+    path.write_text("input: from-file\nrubrix-dataset: " + DS + "\nchunk_size: 9\nsenders: 2\n"
+                    "rubrix_tags: {tags: file}\nrubrix_metadata_fields: [topic]\n")
+    settings, c = parse("log", ["--config-file", str(path), "--senders", "5"])
+    assert (settings.input, c.rubrix_dataset, c.chunk_size, c.senders) == ("from-file", DS, 9, 5)
+    assert c.rubrix_tags == {"tags": "file"} and c.rubrix_metadata_fields == ["topic"]
+    path.write_text("input: x\nchunk_sise: 9\n")
+    with pytest.raises(ZsRayError, match="unknown setting.*chunk_sise"):
+        parse("log", ["--config-file", str(path)])

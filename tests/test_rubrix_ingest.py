@@ -20,8 +20,8 @@ def server(request):
 
 def cfg(srv, **kw):
     kw.setdefault("chunk_size", 40)
-    kw.setdefault("backoff_s", 0.01)
-    return RubrixConfig(dataset=DS, api_url=srv.url, workspace="rubrix", **kw)
+    kw.setdefault("rubrix_backoff", 0.01)
+    return RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_workspace="rubrix", **kw)
 
 
 def exactly_once(srv, ids):
@@ -89,11 +89,11 @@ def test_chunks_bounded_by_bytes(server, tmp_path, ray_local):
 def test_failure_is_reported_and_rerun_delivers_the_rest(server, tmp_path, ray_local):
     ids = make_output(tmp_path, 400)
     server.fail_next(10**6)
-    first = log_output(tmp_path, cfg(server, retries=2, senders=2))
+    first = log_output(tmp_path, cfg(server, rubrix_retries=2, senders=2))
     assert not first.ok and first.failed > 0 and "503" in first.errors[0]
     assert first.failed + first.not_attempted == len(ids)
     server.fail_next(0)
-    second = log_output(tmp_path, cfg(server, retries=2))
+    second = log_output(tmp_path, cfg(server, rubrix_retries=2))
     assert second.ok and second.sent == len(ids)
     exactly_once(server, ids)
 
@@ -126,7 +126,7 @@ def test_resume_after_an_interrupted_run(server, tmp_path, ray_local):
     """Half the chunks got through, some of them with lost answers: the rerun sends the rest."""
     ids = make_output(tmp_path, 400)
     server.lose_next(10**6)  # everything stored, no answer ever comes back
-    first = log_output(tmp_path, cfg(server, retries=0, senders=2))
+    first = log_output(tmp_path, cfg(server, rubrix_retries=0, senders=2))
     assert not first.ok
     stored = set(server.writes[DS])
     assert stored and len(stored) < len(ids)
@@ -139,14 +139,14 @@ def test_resume_after_an_interrupted_run(server, tmp_path, ray_local):
 def test_bad_settings_fail_before_sending(server, tmp_path, ray_local, caplog):
     make_output(tmp_path, 50)
     with pytest.raises(ZsRayError, match="dataset name"):
-        log_output(tmp_path, RubrixConfig("Bad Name", api_url=server.url))
+        log_output(tmp_path, RubrixConfig(rubrix_dataset="Bad Name", rubrix_api_url=server.url))
     assert server.requests == []
     with pytest.raises(ZsRayError, match="401.*UnauthorizedError"):
-        log_output(tmp_path, cfg(server, api_key="wrong"))
+        log_output(tmp_path, cfg(server, rubrix_api_key="wrong"))
     with pytest.raises(ZsRayError, match="cannot reach"):
-        log_output(tmp_path, RubrixConfig(DS, api_url="http://127.0.0.1:9", retries=0))
+        log_output(tmp_path, RubrixConfig(rubrix_dataset=DS, rubrix_api_url="http://127.0.0.1:9", rubrix_retries=0))
     with pytest.raises(ZsRayError, match="not one of yours"):
-        log_output(tmp_path, RubrixConfig(DS, api_url=server.url, workspace="elsewhere"))
+        log_output(tmp_path, RubrixConfig(rubrix_dataset=DS, rubrix_api_url=server.url, rubrix_workspace="elsewhere"))
     assert server.bulk_requests == 0
 
 
@@ -154,7 +154,7 @@ def test_bad_settings_fail_before_sending(server, tmp_path, ray_local, caplog):
 def test_argilla_needs_a_workspace(server, tmp_path, ray_local):
     make_output(tmp_path, 50)
     with pytest.raises(ZsRayError, match="needs a workspace"):
-        log_output(tmp_path, RubrixConfig(DS, api_url=server.url))
+        log_output(tmp_path, RubrixConfig(rubrix_dataset=DS, rubrix_api_url=server.url))
     assert server.bulk_requests == 0 and not server.datasets
 
 

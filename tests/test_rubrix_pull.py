@@ -15,7 +15,7 @@ DS = "zeroshot_noticias"
                                         ("argilla-1.29", "/records/:search")])
 def test_pull_pages_through_everything(mode, route, tmp_path, ray_local):
     with RubrixTestServer(mode) as srv:
-        cfg = RubrixConfig(DS, api_url=srv.url, workspace="rubrix", chunk_size=200)
+        cfg = RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_workspace="rubrix", chunk_size=200)
         ids = make_output(tmp_path / "out", 1200, multi_label=True)
         assert log_output(tmp_path / "out", cfg).ok
         srv.annotate(DS, ids[3], ["cultura", "sociedad"], agent="ana")
@@ -43,7 +43,7 @@ def test_pull_pages_through_everything(mode, route, tmp_path, ray_local):
 def test_pull_errors(tmp_path):
     with RubrixTestServer("rubrix-0.18") as srv:
         with pytest.raises(ZsRayError, match="does not exist"):
-            pull(RubrixConfig("nothing_here", api_url=srv.url), tmp_path / "x.parquet")
+            pull(RubrixConfig(rubrix_dataset="nothing_here", rubrix_api_url=srv.url), tmp_path / "x.parquet")
         with pytest.raises(ZsRayError, match=".parquet"):
-            pull(RubrixConfig(DS, api_url=srv.url), tmp_path / "x.csv")
+            pull(RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url), tmp_path / "x.csv")
         assert not list(tmp_path.iterdir())

@@ -6,11 +6,16 @@ import pytest
 from tests.rubrix_server import LABELS, MODEL, make_output
 
 from zs_ray.errors import ZsRayError
+from zs_ray.output import open_output
 from zs_ray.rubrix import records as rec
 from zs_ray.rubrix.client import RubrixClient
 from zs_ray.rubrix.config import RubrixConfig, parse_tags
-from zs_ray.rubrix.ingest import read_output
 from zs_ray.rubrix.ledger import Ledger
+
+
+def read_output(path):
+    out = open_output(str(path))
+    return out.dataset, out.manifest
 
 
 def _spec(tmp_path, **kw):
@@ -78,21 +83,27 @@ def test_read_output_errors(tmp_path):
         read_output(tmp_path)
 
 
-def test_config_precedence_and_secrecy():
-    env = {"RUBRIX_API_URL": "http://env:1", "RUBRIX_API_KEY": "env-key", "RUBRIX_WORKSPACE": "ws"}
-    c = RubrixConfig.from_sources("ds", env=env, api_url="http://flag:2/")
-    assert (c.api_url, c.api_key, c.workspace) == ("http://flag:2", "env-key", "ws")
-    d = RubrixConfig.from_sources("ds", env={})
-    assert (d.api_url, d.api_key, d.workspace) == ("http://localhost:6900", "rubrix.apikey", None)
-    assert d.tags == {"tags": "data-annotation"}
+def test_config_precedence_and_secrecy(monkeypatch):
+    for name, value in {"RUBRIX_API_URL": "http://env:1", "RUBRIX_API_KEY": "env-key", "RUBRIX_WORKSPACE": "ws",
+                        "ARGILLA_API_URL": "http://argilla-env:3"}.items():
+        monkeypatch.setenv(name, value)
+    c = RubrixConfig(rubrix_dataset="ds", rubrix_api_url="http://flag:2/")
+    assert (c.rubrix_api_url, c.rubrix_api_key, c.rubrix_workspace) == ("http://flag:2", "env-key", "ws")
+    monkeypatch.delenv("RUBRIX_API_URL")
+    assert RubrixConfig(rubrix_dataset="ds").rubrix_api_url == "http://argilla-env:3"  # the 2.x SDK's name
+    for name in ("RUBRIX_API_KEY", "RUBRIX_WORKSPACE", "ARGILLA_API_URL"):
+        monkeypatch.delenv(name)
+    d = RubrixConfig(rubrix_dataset="ds")
+    assert (d.rubrix_api_url, d.rubrix_api_key, d.rubrix_workspace) == ("http://localhost:6900", "rubrix.apikey", None)
+    assert d.rubrix_tags == {"tags": "data-annotation"}
     assert "env-key" not in repr(c) and "env-key" not in str(c)
     with pytest.raises(ZsRayError, match="dataset name"):
-        RubrixConfig("Zero Shot").validate()
+        RubrixConfig(rubrix_dataset="Zero Shot").validate()
     with pytest.raises(ZsRayError, match="dataset name"):
-        RubrixConfig("_x").validate()
-    assert parse_tags(["a=b", "c = d"]) == {"a": "b", "c": "d"}
+        RubrixConfig(rubrix_dataset="_x").validate()
+    assert parse_tags(["a=b", "c = d"]) == {"a": "b", "c": "d"} == parse_tags({"a": "b", "c": "d"})
     assert RubrixClient(d).session.verify is True  # TLS verified unless turned off
-    assert RubrixClient(RubrixConfig("ds", verify_tls=False)).session.verify is False
+    assert RubrixClient(RubrixConfig(rubrix_dataset="ds", rubrix_no_verify_tls=True)).session.verify is False
     with pytest.raises(ZsRayError, match="key=value"):
         parse_tags(["nokey"])
 

@@ -1,59 +1,151 @@
-"""``zs-ray``: the command line.
+"""``zs-ray``: the command line, generated from the settings dataclasses in ``zs_ray.config``.
 
-``zs-ray annotate`` runs the annotation job (flags generated from
-``AnnotateConfig``); ``zs-ray log`` and ``zs-ray pull`` talk to Rubrix. A
-``ZsRayError`` is printed as one line and exits with status 2, without a traceback.
+``zs-ray annotate`` runs the job; ``zs-ray log`` logs (or finishes logging) an output; ``zs-ray pull``
+reads annotations back. Flags come from the dataclasses through transformers' ``HfArgumentParser``;
+``--config-file FILE`` (YAML or JSON, the flags' names as keys) sets any of them, and flags override it.
+
+Exit status: 0 done; 1 the predictions were written (or logging ran) but some records did not reach the
+server; 2 a problem the user can fix (one ``zs-ray: error: ...`` line, no traceback, nothing written);
+130 / 143 stopped by Ctrl-C / SIGTERM (one line; no staging directory is left behind).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import signal
 import sys
 from typing import Optional, Sequence
 
-from zs_ray.config import add_config_arguments, config_from_args
+from transformers import HfArgumentParser
+
+from zs_ray.cluster import Stopped, stop_on_sigterm
+from zs_ray.config import COMMANDS
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix import cli as rubrix_cli
+
+DESCRIPTIONS = {
+    "annotate": "classify a dataset split with a zero-shot NLI model on Ray; write Parquet (and log it "
+                "with --rubrix-dataset)",
+    "log": "log an annotation-job output to Rubrix / Argilla 1.x, exactly once (resumable)",
+    "pull": "read a dataset's records and annotations back from the server into one Parquet file",
+}
 
 
-def _annotate(args: argparse.Namespace) -> int:
-    from zs_ray.pipeline import annotate
+class _Parser(HfArgumentParser):
+    """An ``HfArgumentParser`` whose errors are one ``ZsRayError`` line rather than usage + exit."""
 
-    config = config_from_args(args, rubrix=rubrix_cli.config_from_args(args))
-    summary = annotate(config)
-    print(summary, flush=True)
-    if summary.rubrix is not None:
-        return rubrix_cli.report_result(summary.rubrix)
-    return 0
+    def error(self, message: str):
+        raise ZsRayError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zs-ray", description="Zero-shot pre-annotation of text at cluster scale.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    annotate = commands.add_parser(
-        "annotate", help="classify a dataset split with a zero-shot NLI model and write Parquet",
-        description="Classify a dataset split with a zero-shot NLI model on Ray; write Parquet "
-                    "(and log to Rubrix with --rubrix-dataset).")
-    add_config_arguments(annotate)
-    rubrix_cli.add_connection_arguments(annotate)
-    annotate.set_defaults(func=_annotate)
-    rubrix_cli.register_commands(commands)
+def build_parser(command: str) -> HfArgumentParser:
+    parser = _Parser(COMMANDS[command], prog=f"zs-ray {command}", description=DESCRIPTIONS[command],
+                     allow_abbrev=False)
+    parser.add_argument("--config-file", help="YAML or JSON file of settings, keyed by the flags' names "
+                                              "(text_field or text-field); flags given here override it")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="zs-ray: %(levelname)s: %(message)s")
+def load_config_file(path: str, known: set[str]) -> dict:
+    """The settings of a YAML/JSON file, keys normalised to field names; unknown keys refused."""
+    import yaml
+
     try:
-        return args.func(args)
+        with open(path, encoding="utf-8") as fh:
+            values = json.load(fh) if path.endswith(".json") else yaml.safe_load(fh)
+    except OSError as exc:
+        raise ZsRayError(f"cannot read --config-file {path}: {exc.strerror}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ZsRayError(f"--config-file {path} is not valid YAML/JSON: {first}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ZsRayError(f"--config-file {path} must hold a mapping of settings, not {type(values).__name__}")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ZsRayError(f"--config-file {path}: unknown setting(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(known))}")
+    return values
+
+
+def parse(command: str, argv: Sequence[str]) -> tuple:
+    """The settings objects of ``command`` from ``--config-file`` and the flags (flags win)."""
+    parser = build_parser(command)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config-file")
+    known, _ = pre.parse_known_args(argv)
+    if known.config_file:
+        fields = {a.dest for a in parser._actions if a.dest not in ("help", "config_file")}
+        parser.set_defaults(**load_config_file(known.config_file, fields))
+    *settings, unknown = parser.parse_args_into_dataclasses(list(argv), look_for_args_file=False,
+                                                           return_remaining_strings=True)
+    if unknown:
+        raise ZsRayError(f"unrecognized arguments: {' '.join(unknown)} (see zs-ray {command} --help)")
+    return tuple(settings[:len(COMMANDS[command])])
+
+
+def run_annotate(config, rubrix) -> int:
+    from zs_ray.pipeline import annotate
+
+    summary = annotate(config, rubrix if rubrix.enabled else None)
+    print(summary, flush=True)
+    if summary.log_error:
+        print(f"zs-ray: error: logging to {rubrix.rubrix_dataset} failed: {summary.log_error}; the predictions "
+              f"are complete in {config.output}: `zs-ray log --input {config.output}` with the same "
+              "--rubrix-* settings finishes the logging", file=sys.stderr, flush=True)
+        return 1
+    return 0 if summary.log is None else report_log(summary.log)
+
+
+def run_log(settings, rubrix) -> int:
+    from zs_ray.rubrix import log_output
+
+    return report_log(log_output(settings.input, rubrix))
+
+
+def run_pull(settings, server) -> int:
+    from zs_ray.rubrix import pull
+
+    query = {"status": settings.status} if settings.status else None
+    print(pull(server, settings.output, query=query).summary(), flush=True)
+    return 0
+
+
+def report_log(report) -> int:
+    """Print a LogReport (summary, then each undelivered part); the exit code: 1 if anything failed."""
+    print(report.summary(), flush=True)
+    for err in report.errors:
+        print(f"zs-ray: error: {err}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        usage = "usage: zs-ray {annotate,log,pull} [--help] [flags]\n\n" + "\n".join(
+            f"  {name:9} {text}" for name, text in DESCRIPTIONS.items())
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"zs-ray: error: unknown command {argv[0]!r}: choose annotate, log or pull", file=sys.stderr)
+            return 2
+        print(usage)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="zs-ray: %(levelname)s: %(message)s")
+    stop_on_sigterm()
+    try:
+        return RUNNERS[argv[0]](*parse(argv[0], argv[1:]))
     except ZsRayError as exc:
         print(f"zs-ray: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print("zs-ray: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
+        print(f"zs-ray: stopped by {stopped_by}", file=sys.stderr, flush=True)
+        return 128 + (signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,32 @@
-"""Connecting to Ray: the one place that decides which cluster a zs-ray command runs on."""
+"""The driver's Ray: the one place that decides which cluster a zs-ray command runs on, and how the
+driver stops (SIGTERM is turned into ``Stopped``, a ``KeyboardInterrupt``, so that every ``finally`` runs:
+Ray's own handler would just exit)."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from typing import Optional
+
+
+class Stopped(KeyboardInterrupt):
+    """The driver received SIGTERM: unwind like Ctrl-C (staging removed, Ray shut down)."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises ``Stopped`` in the main thread (call again after ``ray.init``, which sets its own)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
 
 
 def connect_ray(address: Optional[str]) -> dict:
     """Join ``address`` (``ray job submit`` sets RAY_ADDRESS for its entrypoint), else start a new
-    local Ray; returns the cluster's resources.
+    local Ray; returns the cluster's resources now.
 
     A new local Ray is started explicitly (``address="local"``) so that a stale
     ``ray start`` record on the machine is never joined by surprise."""
@@ -24,6 +42,7 @@ def connect_ray(address: Optional[str]) -> dict:
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
             ray.init(address="local", runtime_env={"env_vars": {"PYTHONPATH": path}}, logging_level=logging.WARNING)
+        stop_on_sigterm()
     return ray.cluster_resources()
 
 
@@ -31,3 +50,15 @@ def cluster_address() -> str:
     import ray
 
     return ray.get_runtime_context().gcs_address
+
+
+def capacity():
+    """What the joined cluster holds now, the most it can ever hold (with an autoscaler: every node type at
+    its ``max_workers``), and the resources of each kind of node (``resources.Capacity``)."""
+    import ray
+
+    from zs_ray.resources import Capacity
+
+    now = {k: float(v) for k, v in ray.cluster_resources().items()}
+    nodes = tuple(dict(n["Resources"]) for n in ray.nodes() if n.get("Alive"))
+    return Capacity(now, now, nodes)

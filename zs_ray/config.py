@@ -1,106 +1,82 @@
-"""One typed, documented configuration for an annotation run.
+"""The settings of every zs-ray command: typed dataclasses, one mechanism for all.
 
-``AnnotateConfig`` is shared by the CLI (``zs-ray annotate``), the Python API
-(``zs_ray.annotate(AnnotateConfig(...))``) and the job entrypoint
-(``jobs/annotate_mlsum.py``): the CLI flags are generated from its fields, so a
-field, its default and its help text live in one place.
+Each command's settings are dataclasses: ``annotate`` takes ``AnnotateConfig`` (+ ``RubrixConfig`` to log),
+``log`` takes ``LogConfig`` + ``RubrixConfig``, ``pull`` takes ``PullConfig`` + ``ServerConfig``. From these
+come, with nothing written twice:
 
-The defaults reproduce the Rubrix tutorial this project grew from: SELECTRA
-zero-shot on the first 500 summaries of MLSum-es' test split.
+* the CLI flags (``zs_ray.cli``, through transformers' ``HfArgumentParser``: a field ``text_field`` is
+  the flag ``--text-field``, its ``help`` metadata the help text, its default the default);
+* ``--config-file FILE`` (YAML or JSON, the flags' names as keys; flags override the file);
+* the Python API (``zs_ray.annotate(AnnotateConfig(...))``) and ``jobs/annotate_mlsum.py``.
+
+Every field is checked in ``__post_init__``, so a bad value is one ``ZsRayError`` line whichever way it came.
+The defaults reproduce the Rubrix tutorial: SELECTRA zero-shot on the first 500 summaries of MLSum-es' test.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Optional
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Optional, Union
 
 from zs_ray.checks import check_precision, check_template, parse_labels
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.config import RubrixConfig
+from zs_ray.rubrix.config import RubrixConfig, ServerConfig
 
 DEFAULT_LABELS = ("política", "cultura", "sociedad", "economia", "deportes", "ciencia y tecnología")
+_POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
-def _opt(help: str, **extra: Any) -> dict:
-    return {"help": help, **extra}
+def _help(text: str) -> dict:
+    return {"help": text}
 
 
 @dataclass
 class AnnotateConfig:
-    """Settings of one annotation run: read -> classify -> write (-> log to Rubrix)."""
+    """Settings of one annotation run: read -> tokenize -> model -> write (log: ``RubrixConfig``)."""
 
-    output: str = field(metadata=_opt("Output directory (or URI) for the Parquet predictions and the manifest."))
-    dataset: str = field(
-        default="mteb/mlsum",
-        metadata=_opt(
-            "Hugging Face Hub dataset id, or a local path: a directory laid out like a Hub parquet dataset "
-            "(CONFIG/SPLIT.parquet, CONFIG/SPLIT-*.parquet, CONFIG/SPLIT/*.parquet, or SPLIT.parquet without configs), "
-            "or a single .parquet/.jsonl file."
-        ),
-    )
-    config: Optional[str] = field(
-        default="es",
-        metadata=_opt("Dataset config (MLSum: the language, es/de/fr/ru/tu); ignored by datasets without configs."),
-    )
-    split: str = field(
-        default="test[0:500]",
-        metadata=_opt("Split in datasets' syntax: test, test[0:500], test[:10%%], train+validation."),
-    )
-    text_field: str = field(default="summary", metadata=_opt("Column holding the text to classify."))
-    model: str = field(
-        default="Recognai/zeroshot_selectra_medium",
-        metadata=_opt("NLI model: Hub id or local directory (needs an 'entailment' label in its config)."),
-    )
-    labels: tuple[str, ...] = field(
-        default=DEFAULT_LABELS,
-        metadata=_opt("Candidate labels, comma-separated.", parse=lambda s: parse_labels(s), show=",".join),
-    )
-    hypothesis_template: str = field(
-        default="Esta noticia habla de {}.",
-        metadata=_opt("Hypothesis template; '{}' is replaced by each label."),
-    )
-    multi_label: bool = field(
-        default=False,
-        metadata=_opt("Score each label independently (entailment vs contradiction) instead of a softmax over labels."),
-    )
-    precision: str = field(
-        default="auto",
-        metadata=_opt(
-            "Model precision: fp32 (exact), bf16, fp16, or auto (bf16 on GPUs and on CPUs with native bf16, else fp32)."
-        ),
-    )
-    batch_size: Optional[int] = field(
-        default=None,
-        metadata=_opt("Most (text, label) pairs per forward pass (default: 64 on CPU, 1024 on GPU); pairs are "
-                      "sorted by length and also cut by a padded-token budget."),
-    )
-    num_workers: Optional[int] = field(
-        default=None,
-        metadata=_opt("Model workers in the actor pool (default: one per GPU in the cluster, or 1 without GPUs)."),
-    )
-    gpus_per_worker: Optional[float] = field(
-        default=None,
-        metadata=_opt("GPUs per model worker (default: 1 when the cluster has GPUs, else 0 = CPU workers)."),
-    )
-    cpus_per_worker: Optional[float] = field(
-        default=None,
-        metadata=_opt("CPUs per model worker (default: 1 with GPUs; without GPUs, the cluster's CPUs shared among workers)."),
-    )
-    overwrite: bool = field(default=False, metadata=_opt("Replace a non-empty output directory."))
-    ray_address: Optional[str] = field(
-        default=None,
-        metadata=_opt("Ray cluster to join (default: $RAY_ADDRESS, the cluster of `ray job submit`, else a new local Ray)."),
-    )
-    rubrix: Optional[RubrixConfig] = field(
-        default=None,
-        metadata=_opt("Where to log the predictions after writing them (None: do not log).", cli=False),
-    )
+    output: str = field(default="", metadata=_help(
+        "Output directory or URI (file://, s3://, ...) for the Parquet predictions and the manifest (required)."))
+    dataset: str = field(default="mteb/mlsum", metadata=_help(
+        "Hub dataset id, local directory laid out like a Hub Parquet dataset, fsspec URI, or one .parquet/"
+        ".jsonl/.json file."))
+    config: Optional[str] = field(default="es", metadata=_help(
+        "Dataset config (MLSum's language); ignored by datasets without configs."))
+    split: str = field(default="test[0:500]", metadata=_help(
+        "Split in datasets' syntax: test, test[0:500], test[:10%%], train+validation."))
+    text_field: str = field(default="summary", metadata=_help("Column holding the text to classify."))
+    model: str = field(default="Recognai/zeroshot_selectra_medium", metadata=_help(
+        "NLI model: Hub id or local directory (needs an 'entailment' label in its config)."))
+    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS), metadata=_help(
+        "Candidate labels: comma-separated, or one per argument."))
+    hypothesis_template: str = field(default="Esta noticia habla de {}.", metadata=_help(
+        "Hypothesis template; '{}' is replaced by each label."))
+    multi_label: bool = field(default=False, metadata=_help(
+        "Score each label on its own (entailment vs contradiction) instead of a softmax over labels."))
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata=_help(
+        "fp32 (exact: the pipeline's scores to 1e-4), bf16, fp16, or auto (bf16 on GPUs and CPUs with native "
+        "bf16, else fp32)."))
+    batch_size: Optional[int] = field(default=None, metadata=_help(
+        "Most (text, label) pairs per forward pass (default: 64 on CPU, 1024 on GPU); pairs are sorted by "
+        "length and also cut by a padded-token budget."))
+    num_workers: Optional[str] = field(default=None, metadata=_help(
+        "Model actors: N (a fixed pool) or MIN-MAX (a pool that grows as the cluster autoscales). Default: "
+        "with GPUs, from what is up now to as many as the cluster can ever hold; without GPUs, 1."))
+    gpus_per_worker: Optional[float] = field(default=None, metadata=_help(
+        "GPUs per model actor (default: 1 when the cluster has or can get GPUs, else 0 = CPU actors)."))
+    cpus_per_worker: Optional[float] = field(default=None, metadata=_help(
+        "CPUs per model actor (default: 1 with GPUs; without, the CPUs the other stages leave)."))
+    resources_per_worker: Optional[Union[dict, str]] = field(default=None, metadata=_help(
+        "Custom Ray resources per model actor, as JSON, e.g. '{\"accelerator_type:A10G\": 0.001}'."))
+    overwrite: bool = field(default=False, metadata=_help(
+        "Replace a non-empty output (only once the new output is complete)."))
+    ray_address: Optional[str] = field(default=None, metadata=_help(
+        "Ray cluster to join (default: $RAY_ADDRESS, the cluster of `ray job submit`, else a new local Ray)."))
 
     def __post_init__(self) -> None:
-        self.labels = parse_labels(self.labels)
+        self.labels = list(parse_labels(_comma_list(self.labels)))
         check_template(self.hypothesis_template)
         check_precision(self.precision)
         if not self.output:
@@ -109,62 +85,79 @@ class AnnotateConfig:
             raise ZsRayError("--text-field must name a column")
         if self.batch_size is not None and self.batch_size < 1:
             raise ZsRayError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ZsRayError(f"--num-workers must be at least 1, got {self.num_workers}")
+        if self.num_workers is not None:
+            self.num_workers = str(self.num_workers).strip()
+            self.worker_bounds()  # checks the syntax
         for name in ("gpus_per_worker", "cpus_per_worker"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ZsRayError(f"--{name.replace('_', '-')} must not be negative, got {value}")
+        if isinstance(self.resources_per_worker, str):
+            try:
+                self.resources_per_worker = json.loads(self.resources_per_worker)
+            except ValueError as exc:
+                raise ZsRayError(f"--resources-per-worker is not JSON: {exc}") from None
+        resources = self.resources_per_worker
+        if resources is not None and (not isinstance(resources, dict) or not all(
+                isinstance(v, (int, float)) and v >= 0 for v in resources.values())):
+            raise ZsRayError(f"--resources-per-worker must map resource names to amounts, got {resources!r}")
         if self.config == "":
             self.config = None
         self.ray_address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
 
+    def worker_bounds(self) -> Optional[tuple[int, int]]:
+        """``--num-workers`` as (min, max) actors; None when not set."""
+        if self.num_workers is None:
+            return None
+        match = _POOL.match(self.num_workers)
+        if not match:
+            raise ZsRayError(f"--num-workers must be N or MIN-MAX, got {self.num_workers!r}")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if low < 1 or high < low:
+            raise ZsRayError(f"--num-workers {self.num_workers}: need 1 <= MIN <= MAX")
+        return low, high
+
     def to_dict(self) -> dict:
-        """The settings as plain JSON-able values (for the manifest); secrets left out."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("cli", True)}
-        out["labels"] = list(self.labels)
+        """The settings as plain JSON-able values (for the manifest); where the job ran left out."""
+        out = asdict(self)
         out.pop("ray_address", None)
         return out
 
 
-# --------------------------------------------------------------------------- CLI glue
+@dataclass
+class LogConfig:
+    """``zs-ray log``: log (or finish logging) an existing output; the server settings are ``RubrixConfig``."""
 
-def _flag(f: dataclasses.Field) -> str:
-    return "--" + f.name.replace("_", "-")
+    input: str = field(default="", metadata=_help("The annotation job's --output (directory or URI)."))
 
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per ``AnnotateConfig`` field, with its default and help text."""
-    for f in dataclasses.fields(AnnotateConfig):
-        meta = f.metadata
-        if not meta.get("cli", True):
-            continue
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
-        default = None if f.default is dataclasses.MISSING else f.default
-        if f.type in ("bool",) or isinstance(default, bool):
-            parser.add_argument(_flag(f), action="store_true", **kwargs)
-            continue
-        shown = meta.get("show", str)(default) if default is not None else None
-        if shown is not None:
-            kwargs["help"] += f" (default: {shown})"
-        if f.default is dataclasses.MISSING:
-            kwargs["required"] = True
-        kwargs["default"] = default
-        kwargs["type"] = _arg_type(f)
-        parser.add_argument(_flag(f), **kwargs)
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ZsRayError("--input is required")
 
 
-def _arg_type(f: dataclasses.Field):
-    if "parse" in f.metadata:
-        return str  # parsed (and validated) in __post_init__, where errors become one line
-    t = str(f.type)
-    if "int" in t:
-        return int
-    if "float" in t:
-        return float
-    return str
+@dataclass
+class PullConfig:
+    """``zs-ray pull``: every record and annotation of a dataset to one Parquet file."""
+
+    output: str = field(default="", metadata=_help("Parquet file to write (….parquet)."))
+    status: Optional[list[str]] = field(default=None, metadata=_help(
+        "Only records with these statuses (Default, Edited, Discarded, Validated)."))
+
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise ZsRayError("--output is required")
 
 
-def config_from_args(args: argparse.Namespace, rubrix: Optional[RubrixConfig] = None) -> AnnotateConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AnnotateConfig) if f.metadata.get("cli", True)}
-    return AnnotateConfig(**values, rubrix=rubrix)
+def _comma_list(value) -> list[str]:
+    """Labels as given: one comma-separated string, or a list whose items may hold commas."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [part for item in items for part in str(item).split(",")]
+
+
+#: Each command's settings classes, in the order the CLI builds them.
+COMMANDS = {
+    "annotate": (AnnotateConfig, RubrixConfig),
+    "log": (LogConfig, RubrixConfig),
+    "pull": (PullConfig, ServerConfig),
+}

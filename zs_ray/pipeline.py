@@ -1,26 +1,44 @@
-"""The annotation job: read -> classify -> write -> log.
+"""The annotation job, in one page: read -> tokenize -> model -> write -> log.
 
-Everything that can be wrong with the input is checked first (``check``), in
-the driver, before Ray starts any work; then the stages are chained as Ray Data
-operators and streamed: nothing holds the corpus in one process.
+Everything that can be wrong with the input is checked first (``check``), in the driver, before Ray
+starts any work; the pools are sized from what the cluster can hold, and refused if it never can
+(``resources.plan_pools``); then the stream runs: a Ray Data read, the stages declared in ``stages`` (each
+a ``map_batches`` with its own actor pool and resources, applied by one loop), a Parquet write that is all
+or nothing, and, with a dataset to log to, the records sent to the annotation server. Nothing holds the
+corpus in one process.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Optional
 
-from zs_ray import classify, read, write
-from zs_ray.cluster import cluster_address, connect_ray
+from zs_ray import output, read, write
+from zs_ray.cluster import capacity, cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
 from zs_ray.engine import PairEncoder, check_model
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix import log_output, preflight
+from zs_ray.predict import TEXTS_PER_BATCH, ModelStage, worker_precision
+from zs_ray.resources import AUX_CPUS, Pools, plan_pools
+from zs_ray.rubrix import LogReport, RubrixConfig, log_output, preflight
+from zs_ray.stage import Stage
+from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
 
-log = logging.getLogger(__name__)
+
+def stages(config: AnnotateConfig, text_field: str, pools: Pools) -> list[Stage]:
+    """The stages between read and write, in order."""
+    return [
+        Stage("tokenize", TokenizeStage,
+              dict(model=config.model, labels=config.labels, hypothesis_template=config.hypothesis_template,
+                   text_field=text_field),
+              batch_size=TEXTS_PER_TOKENIZE, pool=pools.tokenize),
+        Stage("model", ModelStage,
+              dict(model=config.model, labels=config.labels, multi_label=config.multi_label,
+                   precision=config.precision, batch_size=config.batch_size, device=pools.device,
+                   cpus=pools.model.cpus),
+              batch_size=TEXTS_PER_BATCH[pools.device], pool=pools.model),
+    ]
 
 
 @dataclass
@@ -31,7 +49,8 @@ class RunSummary:
     seconds: float
     output: str
     workers: str
-    rubrix: Optional[object] = None  # the Rubrix log report, when logged
+    log: Optional[LogReport] = None  # what logging did, when it ran
+    log_error: Optional[str] = None  # why logging could not run; the predictions are complete all the same
 
     @property
     def articles_per_s(self) -> float:
@@ -47,58 +66,37 @@ class RunSummary:
                 f"output: {self.output}")
 
 
-def check(config: AnnotateConfig):
+def check(config: AnnotateConfig, rubrix: Optional[RubrixConfig]):
     """All input checks, before any work: (read plan, output target)."""
     plan = read.plan_read(config.dataset, config.config, config.split, config.text_field)
     check_model(config.model)
     PairEncoder(config.model, config.labels, config.hypothesis_template)  # the tokenizer loads, hypotheses fit
-    if config.rubrix is not None:
-        if "://" in config.output and not config.output.startswith("file://"):
-            raise ZsRayError("--rubrix-dataset needs a local (or shared-filesystem) --output: the record of "
-                             "what Rubrix acknowledged is kept beside it; log a remote output with `zs-ray log`"
-                             " from a local copy")
-        preflight(config.rubrix)  # server, key, workspace and dataset name, before hours of work
+    if rubrix is not None:
+        preflight(rubrix.validate())  # server, key, workspace and dataset name, before hours of work
     return plan, write.prepare_output(config.output, config.overwrite)
 
 
-def manifest(config: AnnotateConfig, plan: read.ReadPlan, res: classify.Resources, precision: str) -> dict:
-    import pyarrow
-    import ray
-    import torch
-    import transformers
-
-    import zs_ray
-
-    settings = config.to_dict()
-    settings["candidate_labels"] = settings.pop("labels")
-    return {
-        **settings,
-        "config": plan.config,
-        "text_field": plan.text_field,
-        "precision_requested": config.precision,
-        "precision": precision,
-        "device": res.device,
-        "id_format": "<config>-<split>-<index in split, 7 digits>",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"zs_ray": zs_ray.__version__, "transformers": transformers.__version__,
-                     "torch": torch.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__},
-    }
-
-
-def annotate(config: AnnotateConfig) -> RunSummary:
-    """Run the whole job for ``config`` and return its summary."""
-    plan, target = check(config)
-    res = classify.Resources.plan(config, connect_ray(config.ray_address))
+def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> RunSummary:
+    """Run the whole job for ``config`` (and log to ``rubrix``, if given); return its summary."""
+    plan, target = check(config, rubrix)
+    connect_ray(config.ray_address)
+    pools = plan_pools(config, capacity())
     start = time.perf_counter()
-    precision = classify.worker_precision(config.precision, res)  # resolved while the job streams
+    precision = worker_precision(config.precision, pools.device, pools.model.gpus)  # resolved while streaming
 
-    ds = read.read_dataset(plan, num_cpus=classify.AUX_CPUS)
-    ds = classify.classify(ds, config, plan.text_field, res)
-    rows, skipped = write.write_output(ds, target, plan.num_rows, lambda: manifest(config, plan, res, precision()))
+    ds = read.read_dataset(plan, num_cpus=AUX_CPUS)
+    for stage in stages(config, plan.text_field, pools):
+        ds = stage.apply(ds)
+    rows, skipped = write.write_output(ds, target, plan.num_rows, lambda: output.manifest(
+        config.to_dict(), config=plan.config, text_field=plan.text_field, precision_requested=config.precision,
+        precision=precision(), device=pools.device))
 
     seconds = time.perf_counter() - start
-    workers = f"{res.num_workers} {res.device} worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
+    workers = f"{pools.model} model worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
     summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers)
-    if config.rubrix is not None:
-        summary.rubrix = log_output(config.output, config.rubrix)
+    if rubrix is not None:
+        try:
+            summary.log = log_output(config.output, rubrix)
+        except ZsRayError as exc:  # the predictions stay; `zs-ray log` finishes later
+            summary.log_error = str(exc)
     return summary

@@ -1,26 +1,23 @@
 """Write stage: the predictions as a Parquet dataset plus a manifest, all or nothing.
 
-The Ray Dataset is written by Ray Data (``write_parquet``, files of at least
-``ROWS_PER_FILE`` rows) into a hidden staging directory beside ``--output``. Only
-when every row is written and counted is the manifest added and the staging
-directory moved into place, so a failed run leaves no half-written output, and
-``--overwrite`` replaces an old output only once the new one is complete.
+Ray Data writes the stream (``write_parquet``, files of at least ``output.ROWS_PER_FILE`` rows) into a
+hidden staging directory beside ``--output``. Only when every row is written and counted is the manifest
+added and the staging directory moved into place, so a failed or stopped run leaves no half-written
+output, and ``--overwrite`` replaces an old output only once the new one is complete. The format itself
+(columns, manifest) is ``output.py``'s.
 """
 
 from __future__ import annotations
 
-import json
 import posixpath
 import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-import pyarrow.dataset as pads
-
 from zs_ray.errors import ZsRayError
+from zs_ray.output import ROWS_PER_FILE, count_rows, filesystem, write_manifest
 
-MANIFEST = "_zs_ray_manifest.json"
-ROWS_PER_FILE = 50_000
+WRITE_CPUS = 0.25  # a write task mostly waits on encoding and I/O
 
 
 @dataclass
@@ -41,9 +38,7 @@ class OutputTarget:
 
 def prepare_output(output: str, overwrite: bool) -> OutputTarget:
     """Check ``--output`` before any work: a non-empty directory needs ``--overwrite``."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(output)
+    fs, path = filesystem(output)
     exists = fs.exists(path)
     if exists:
         if not fs.isdir(path):
@@ -51,14 +46,6 @@ def prepare_output(output: str, overwrite: bool) -> OutputTarget:
         if fs.ls(path) and not overwrite:
             raise ZsRayError(f"--output {output} is not empty: pass --overwrite to replace it")
     return OutputTarget(output, fs, path, exists)
-
-
-def count_rows(fs, path: str) -> tuple[int, int]:
-    """(rows, rows without a prediction) of a written output, from the ``score`` column only."""
-    dataset = pads.dataset(path, format="parquet", filesystem=fs, exclude_invalid_files=True,
-                           ignore_prefixes=[".", "_"])
-    table = dataset.to_table(columns=["score"])
-    return table.num_rows, table.column("score").null_count
 
 
 def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[], dict]) -> tuple[int, int]:
@@ -69,14 +56,13 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callabl
     fs.makedirs(posixpath.dirname(staging), exist_ok=True)
     try:
         ds.write_parquet(target.ray_path(staging), min_rows_per_file=ROWS_PER_FILE,
-                         ray_remote_args={"num_cpus": 0.25})
+                         ray_remote_args={"num_cpus": WRITE_CPUS})
         rows, skipped = count_rows(fs, staging) if fs.exists(staging) else (0, 0)
         if rows != expected_rows:
             raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
         if rows == 0:
             fs.makedirs(staging, exist_ok=True)
-        with fs.open(posixpath.join(staging, MANIFEST), "w") as fh:
-            json.dump({**manifest(), "rows": rows, "skipped": skipped}, fh, indent=2, ensure_ascii=False)
+        write_manifest(fs, staging, {**manifest(), "rows": rows, "skipped": skipped})
         if target.exists:
             fs.rm(target.path, recursive=True)
         fs.mv(staging, target.path, recursive=True)

@@ -2,16 +2,17 @@
 
 Public API::
 
-    from zs_ray.rubrix import RubrixConfig, connect, log_output, pull
-    preflight(config)                     # fail early on bad settings (no writes)
+    from zs_ray.rubrix import RubrixConfig, log_output, preflight, pull
+    config = RubrixConfig(rubrix_dataset="zeroshot_noticias")   # URL, key, workspace: flags > env > defaults
+    preflight(config)                             # fail early on bad settings (no writes)
     report = log_output("predictions/", config)   # report.ok, report.summary()
     pull(config, "annotations.parquet")
 
 Ray is imported only when sending starts; the HTTP client never imports it.
 """
 
-from zs_ray.rubrix.config import RubrixConfig
+from zs_ray.rubrix.config import RubrixConfig, ServerConfig
 from zs_ray.rubrix.ingest import LogReport, connect, log_output, preflight
 from zs_ray.rubrix.pull import PullReport, pull
 
-__all__ = ["RubrixConfig", "LogReport", "PullReport", "connect", "log_output", "preflight", "pull"]
+__all__ = ["RubrixConfig", "ServerConfig", "LogReport", "PullReport", "connect", "log_output", "preflight", "pull"]

@@ -1,8 +1,9 @@
-"""Connection and sending settings for Rubrix / Argilla 1.x, filled from flags, env vars, defaults.
+"""Annotation-server settings: where the server is (``ServerConfig``) and how records are sent (``RubrixConfig``).
 
-Precedence: an explicit flag wins over the environment, the environment over the defaults
-(``RUBRIX_API_URL``, ``RUBRIX_API_KEY``, ``RUBRIX_WORKSPACE``, with the ``ARGILLA_*`` names as
-fallback), as ``rb.init`` reads them. The API key is never part of ``repr``/``str``.
+Field names are the CLI flags (``rubrix_api_url`` is ``--rubrix-api-url``) and the keys of
+``--config-file``; see ``zs_ray.config``. Connection values not given explicitly come from the
+environment as ``rb.init`` reads it (``RUBRIX_API_URL``, ``RUBRIX_API_KEY``, ``RUBRIX_WORKSPACE``, with
+the ``ARGILLA_*`` names as fallback), then the defaults. The API key is never part of ``repr``/``str``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Optional
 
 from zs_ray.errors import ZsRayError
 
@@ -18,110 +19,117 @@ DEFAULT_API_URL = "http://localhost:6900"
 DEFAULT_API_KEY = "rubrix.apikey"
 DEFAULT_TAGS = {"tags": "data-annotation"}
 DATASET_NAME_RE = re.compile(r"^(?!-|_)[a-z0-9-_]+$")
+_ENV = {
+    "rubrix_api_url": ("RUBRIX_API_URL", "ARGILLA_API_URL"),
+    "rubrix_api_key": ("RUBRIX_API_KEY", "ARGILLA_API_KEY"),
+    "rubrix_workspace": ("RUBRIX_WORKSPACE", "ARGILLA_WORKSPACE"),
+}
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
 
 
 @dataclass
-class RubrixConfig:
-    """Where and how to log records.
+class ServerConfig:
+    """Which server and dataset, and how to talk to it (one attempt's timeout, the retry policy)."""
 
-    Attributes:
-        dataset: target dataset name (``^(?!-|_)[a-z0-9-_]+$``).
-        api_url: server base URL, e.g. ``http://localhost:6900``.
-        api_key: the user's API key; excluded from repr, never logged or written.
-        workspace: workspace name (required by Argilla >= 1.13), or None for the user's own.
-        tags: dataset tags sent with every bulk request (the seed's ``{"tags": "data-annotation"}``).
-        chunk_size: most records per bulk request.
-        chunk_bytes: most JSON bytes per bulk request body (proxies often cap at 1 MB).
-        senders: most bulk requests in flight at once (Ray tasks sending in parallel).
-        retries: extra attempts after a 5xx or transport error (never after a 4xx).
-        backoff_s / backoff_max_s: exponential backoff base and cap; each wait gets +-50% jitter.
-        timeout_s: connect/read timeout of one HTTP request.
-        verify_tls: verify the server's TLS certificate (turn off only for self-signed test servers).
-        ledger_path: where the acknowledgement ledger lives; None = ``<input>/_rubrix/``.
-        metadata_fields: source columns to log as metadata; None = every short source column.
-        agent: prediction agent; None = the model name from the manifest.
-        sender_cpus: Ray CPU request of one sender task (I/O bound, so a fraction).
-    """
-
-    dataset: str
-    api_url: str = DEFAULT_API_URL
-    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
-    workspace: str | None = None
-    tags: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TAGS))
-    chunk_size: int = 500
-    chunk_bytes: int = 900_000
-    senders: int = 4
-    retries: int = 5
-    backoff_s: float = 0.5
-    backoff_max_s: float = 20.0
-    timeout_s: float = 60.0
-    verify_tls: bool = True
-    ledger_path: str | None = None
-    metadata_fields: list[str] | None = None
-    agent: str | None = None
-    sender_cpus: float = 0.25
+    rubrix_dataset: Optional[str] = field(default=None, metadata=_help(
+        "Annotation dataset name (lowercase letters, digits, - and _); with annotate: log the predictions."))
+    rubrix_api_url: Optional[str] = field(default=None, metadata=_help(
+        f"Server URL (default: $RUBRIX_API_URL, $ARGILLA_API_URL, else {DEFAULT_API_URL})."))
+    rubrix_api_key: Optional[str] = field(default=None, repr=False, metadata=_help(
+        "API key (default: $RUBRIX_API_KEY or $ARGILLA_API_KEY, preferred: flags are visible to `ps`; "
+        f"else {DEFAULT_API_KEY})."))
+    rubrix_workspace: Optional[str] = field(default=None, metadata=_help(
+        "Workspace (default: $RUBRIX_WORKSPACE or $ARGILLA_WORKSPACE)."))
+    rubrix_no_verify_tls: bool = field(default=False, metadata=_help(
+        "Do not verify the server's TLS certificate (self-signed test servers only)."))
+    rubrix_timeout: float = field(default=60.0, metadata=_help("Seconds per HTTP request."))
+    rubrix_retries: int = field(default=5, metadata=_help(
+        "Retries of a server operation after a 5xx or transport error (never after a 4xx)."))
+    rubrix_backoff: float = field(default=0.5, metadata=_help(
+        "First retry's wait in seconds; doubling per retry up to 20 s, with +-50%% jitter."))
 
     def __post_init__(self) -> None:
-        self.api_url = self.api_url.rstrip("/")
+        for name, env_names in _ENV.items():
+            if getattr(self, name) is None:
+                setattr(self, name, next((os.environ[e] for e in env_names if os.environ.get(e)), None))
+        self.rubrix_api_url = (self.rubrix_api_url or DEFAULT_API_URL).rstrip("/")
+        if self.rubrix_api_key is None:
+            self.rubrix_api_key = DEFAULT_API_KEY
+        self.rubrix_workspace = self.rubrix_workspace or None
 
-    def validate(self) -> "RubrixConfig":
+    @property
+    def enabled(self) -> bool:
+        """Whether a dataset was named (``annotate`` logs only then)."""
+        return bool(self.rubrix_dataset)
+
+    def validate(self) -> "ServerConfig":
         """Raise ZsRayError for settings the server would refuse or that make no sense."""
-        if not DATASET_NAME_RE.match(self.dataset or ""):
+        if not self.rubrix_dataset:
+            raise ZsRayError("--rubrix-dataset is required")
+        if not DATASET_NAME_RE.match(self.rubrix_dataset):
             raise ZsRayError(
-                f"invalid Rubrix dataset name {self.dataset!r}: use lowercase letters, digits, '-' "
+                f"invalid Rubrix dataset name {self.rubrix_dataset!r}: use lowercase letters, digits, '-' "
                 "and '_', not starting with '-' or '_' (e.g. zeroshot_noticias)"
             )
-        if not re.match(r"^https?://[^/\s]+", self.api_url):
-            raise ZsRayError(f"invalid Rubrix API URL {self.api_url!r}: expected http(s)://host[:port]")
-        if not self.api_key:
+        if not re.match(r"^https?://[^/\s]+", self.rubrix_api_url):
+            raise ZsRayError(f"invalid Rubrix API URL {self.rubrix_api_url!r}: expected http(s)://host[:port]")
+        if not self.rubrix_api_key:
             raise ZsRayError("empty Rubrix API key: set --rubrix-api-key or RUBRIX_API_KEY")
-        for name in ("chunk_size", "chunk_bytes", "senders"):
-            if getattr(self, name) < 1:
-                raise ZsRayError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.retries < 0:
-            raise ZsRayError(f"retries must be >= 0, got {self.retries}")
-        for k, v in self.tags.items():
-            if not isinstance(k, str) or not isinstance(v, str) or not k:
-                raise ZsRayError(f"invalid dataset tag {k!r}={v!r}: tags are key=value strings")
+        if self.rubrix_retries < 0:
+            raise ZsRayError(f"--rubrix-retries must be >= 0, got {self.rubrix_retries}")
+        if self.rubrix_timeout <= 0 or self.rubrix_backoff < 0:
+            raise ZsRayError("--rubrix-timeout must be positive and --rubrix-backoff not negative")
         return self
 
-    @classmethod
-    def from_sources(
-        cls, dataset: str, env: Mapping[str, str] | None = None, **flags
-    ) -> "RubrixConfig":
-        """Build a config: non-None ``flags`` win, then env vars, then defaults."""
-        env = os.environ if env is None else env
 
-        def pick(flag_name: str, *env_names: str):
-            if flags.get(flag_name) is not None:
-                return flags[flag_name]
-            for n in env_names:
-                if env.get(n):
-                    return env[n]
-            return None
+@dataclass
+class RubrixConfig(ServerConfig):
+    """``ServerConfig`` plus how records are built and sent."""
 
-        values = {k: v for k, v in flags.items() if v is not None}
-        for name, envs in (
-            ("api_url", ("RUBRIX_API_URL", "ARGILLA_API_URL")),
-            ("api_key", ("RUBRIX_API_KEY", "ARGILLA_API_KEY")),
-            ("workspace", ("RUBRIX_WORKSPACE", "ARGILLA_WORKSPACE")),
-        ):
-            v = pick(name, *envs)
-            if v is not None:
-                values[name] = v
-            else:
-                values.pop(name, None)
-        return cls(dataset=dataset, **values)
+    rubrix_tags: Optional[list[str]] = field(default=None, metadata=_help(
+        "Dataset tags as KEY=VALUE ... (a mapping in a config file or from Python; default: "
+        "tags=data-annotation, as the seed tutorial)."))
+    chunk_size: int = field(default=500, metadata=_help("Most records per bulk request."))
+    chunk_bytes: int = field(default=900_000, metadata=_help(
+        "Most bytes per bulk request body (proxies often cap at 1 MB)."))
+    senders: int = field(default=4, metadata=_help(
+        "Bulk requests in flight at once (Ray tasks, spread over the cluster)."))
+    rubrix_ledger: Optional[str] = field(default=None, metadata=_help(
+        "File recording acknowledged ids (default: <output>/_rubrix/<dataset>-<hash>.ledger.jsonl)."))
+    rubrix_metadata_fields: Optional[list[str]] = field(default=None, metadata=_help(
+        "Source columns logged as metadata (default: every source column whose values fit in 128 characters)."))
+    rubrix_agent: Optional[str] = field(default=None, metadata=_help("Prediction agent (default: the model)."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.rubrix_tags = parse_tags(self.rubrix_tags)
+        if self.rubrix_metadata_fields is not None:
+            items = [self.rubrix_metadata_fields] if isinstance(self.rubrix_metadata_fields, str) else \
+                self.rubrix_metadata_fields
+            self.rubrix_metadata_fields = [f.strip() for item in items for f in str(item).split(",") if f.strip()]
+
+    def validate(self) -> "RubrixConfig":
+        super().validate()
+        for name in ("chunk_size", "chunk_bytes", "senders"):
+            if getattr(self, name) < 1:
+                raise ZsRayError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        return self
 
 
-def parse_tags(items: list[str] | None) -> dict[str, str] | None:
-    """``["k=v", ...]`` -> dict; None when no tags were given (keep the default)."""
-    if not items:
-        return None
-    tags = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ZsRayError(f"invalid --rubrix-tags {item!r}: expected key=value")
-        tags[key.strip()] = value.strip()
-    return tags
+def parse_tags(value) -> dict[str, str]:
+    """Tags as a mapping, from ``{"k": "v"}`` or ``["k=v", ...]``; None or empty: the default."""
+    if not value:
+        return dict(DEFAULT_TAGS)
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in [value] if isinstance(value, str) else value:
+            key, sep, val = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ZsRayError(f"invalid --rubrix-tags {item!r}: expected key=value")
+            pairs.append((key, val))
+    return {key.strip(): val.strip() for key, val in pairs}

@@ -1,16 +1,17 @@
-"""Log an annotation-job output directory to Rubrix: parallel, exactly once by id, annotation-safe.
+"""Log an annotation-job output to Rubrix / Argilla 1.x: parallel, exactly once by id, annotation-safe.
 
-The driver streams the Parquet output, builds and checks records, cuts chunks bounded by record
-count and bytes and hands each to a Ray sender task, keeping at most ``senders`` in flight; each
-acknowledged chunk's ids are appended to the ledger (fsync). Exactly once by id:
+The driver streams the output (``zs_ray.output.open_output``: any URI the job writes), builds and checks
+records, cuts chunks bounded by record count and bytes and hands each to a Ray sender task, keeping at
+most ``senders`` in flight; each acknowledged chunk's ids are appended to the ledger (fsync). Exactly
+once by id, because every delivery attempt of a chunk is "ask the server which of its ids it holds,
+then send only the others" (``send_chunk``):
 
-* a sender that meets a 5xx or a transport error (the request may have been stored: a lost
-  answer) asks the server which ids it holds and resends only the rest;
-* ids in the ledger are skipped; if the dataset already existed when the run started, every
-  other id is checked against the server before it is sent (a crash, a lost answer, a lost
-  ledger: whatever the ledger lacks is checked, never blindly resent);
-* if the dataset did not exist, nothing can be overwritten: no checks, and a stale ledger for it
-  is moved aside.
+* a 5xx, a transport error or a lost answer (the request may have been stored) is retried by the one
+  retry layer (``client.with_retries``) as that whole operation, so a stored record is never resent;
+* a sender whose process or node dies is re-run by Ray (``max_retries`` of the sender task), and that
+  re-run asks first too;
+* ids in the ledger are skipped without asking; a ledger whose dataset is gone from the server is moved
+  aside.
 
 So no stored record, and no human annotation on it, is ever replaced by a re-run.
 """
@@ -18,26 +19,25 @@ So no stored record, and no human annotation on it, is ever replaced by a re-run
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import resource
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
+from zs_ray.output import open_output
 from zs_ray.rubrix import records as rec
-from zs_ray.rubrix.client import TASK, RubrixClient, RubrixError, ServerInfo, backoff_delay
-from zs_ray.rubrix.config import RubrixConfig
+from zs_ray.rubrix.client import TASK, RubrixClient, RubrixError, ServerInfo, with_retries
+from zs_ray.rubrix.config import RubrixConfig, ServerConfig
 from zs_ray.rubrix.ledger import Ledger, default_path
-from zs_ray.write import MANIFEST
 
 log = logging.getLogger(__name__)
+SENDER_CPUS = 0.25  # Ray CPU request of one sender task: it waits on the network
 
 
 @dataclass
@@ -83,14 +83,12 @@ class Chunk:
     key: str
     ids: list[str]
     encoded: list[bytes]
-    check_first: bool
-    attempts: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
 # Preflight: everything the user can get wrong fails here, before any record is sent.
 # ---------------------------------------------------------------------------------------------
-def connect(config: RubrixConfig) -> tuple[RubrixClient, ServerInfo, bool]:
+def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     """Check settings, server, key and workspace. Returns (client, info, dataset_existed).
 
     Does not create anything. Call it before a long annotation job to fail early.
@@ -98,56 +96,38 @@ def connect(config: RubrixConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     config.validate()
     client = RubrixClient(config)
     try:
-        info = client.info()
+        info = with_retries(config, client.info)
         try:
-            me = client.me()
+            me = with_retries(config, client.me)
         except RubrixError as exc:
             if exc.status in (401, 403):
                 raise ZsRayError(f"the Rubrix server refused the API key: {exc}") from None
             raise
-        if info.generation == "argilla" and info.version_tuple >= (1, 13) and not config.workspace:
+        if info.generation == "argilla" and info.version_tuple >= (1, 13) and not config.rubrix_workspace:
             raise ZsRayError(
                 f"Argilla {info.version} needs a workspace: set --rubrix-workspace or "
                 f"RUBRIX_WORKSPACE (yours: {', '.join(me.get('workspaces') or []) or 'none'})"
             )
         allowed = set(me.get("workspaces") or []) | {me.get("username")}
-        if config.workspace and me.get("workspaces") and config.workspace not in allowed:
-            raise ZsRayError(f"workspace {config.workspace!r} is not one of yours: "
+        if config.rubrix_workspace and me.get("workspaces") and config.rubrix_workspace not in allowed:
+            raise ZsRayError(f"workspace {config.rubrix_workspace!r} is not one of yours: "
                              f"{', '.join(sorted(w for w in allowed if w))}")
-        existing = client.get_dataset()
+        existing = with_retries(config, client.get_dataset)
     except RubrixError as exc:
         client.close()
-        raise ZsRayError(f"Rubrix at {config.api_url}: {exc}") from None
+        raise ZsRayError(f"Rubrix at {config.rubrix_api_url}: {exc}") from None
     if existing and existing.get("task") not in (None, TASK):
         client.close()
-        raise ZsRayError(f"dataset {config.dataset} exists with task {existing.get('task')}, "
+        raise ZsRayError(f"dataset {config.rubrix_dataset} exists with task {existing.get('task')}, "
                          f"not {TASK}")
     return client, info, existing is not None
 
 
-def preflight(config: RubrixConfig) -> ServerInfo:
+def preflight(config: ServerConfig) -> ServerInfo:
     """``connect`` and close: for ``annotate`` to refuse bad Rubrix settings before hours of work."""
     client, info, _ = connect(config)
     client.close()
     return info
-
-
-def read_output(input_dir: str | os.PathLike) -> tuple[pds.Dataset, dict]:
-    """The Parquet dataset and manifest of a complete annotation-job output."""
-    d = Path(input_dir)
-    if not d.is_dir():
-        raise ZsRayError(f"input directory {d} does not exist")
-    manifest_path = d / MANIFEST
-    if not manifest_path.is_file():
-        raise ZsRayError(f"{d} has no {MANIFEST}: the annotation job did not finish writing it")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise ZsRayError(f"{manifest_path} is not valid JSON: {exc}") from None
-    files = sorted(str(p) for p in d.glob("*.parquet") if not p.name.startswith(("_", ".")))
-    if not files:
-        raise ZsRayError(f"{d} holds no Parquet files")
-    return pds.dataset(files, format="parquet"), manifest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,15 +137,15 @@ _CLIENTS: dict[tuple, RubrixClient] = {}
 
 
 def _client_for(config: RubrixConfig) -> RubrixClient:
-    key_digest = hashlib.sha256(config.api_key.encode()).hexdigest()
-    k = (config.api_url, config.workspace, config.dataset, config.verify_tls, config.timeout_s,
-         key_digest)
+    key_digest = hashlib.sha256(config.rubrix_api_key.encode()).hexdigest()
+    k = (config.rubrix_api_url, config.rubrix_workspace, config.rubrix_dataset, config.rubrix_no_verify_tls,
+         config.rubrix_timeout, key_digest)
     if k not in _CLIENTS:  # one keep-alive session per worker process, reused across tasks
         _CLIENTS[k] = RubrixClient(config)
     return _CLIENTS[k]
 
 
-def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes], check_first: bool) -> dict:
+def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes]) -> dict:
     """Deliver one chunk so that the server ends up holding every id exactly once.
 
     Returns ``{"sent", "present", "failed", "error", "status", "cpu_s"}`` (lists of ids).
@@ -174,31 +154,24 @@ def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes], check
     client = _client_for(config)
     out = {"sent": [], "present": [], "failed": [], "error": None, "status": None}
     todo = dict(zip(ids, encoded))
-    attempt = 0
-    must_check = check_first
-    while todo:
-        try:
-            if must_check:
-                held = client.existing_ids(list(todo))
-                out["present"].extend(i for i in todo if i in held)
-                todo = {i: e for i, e in todo.items() if i not in held}
-                must_check = False
-                if not todo:
-                    break
-            answer = client.bulk_once(rec.bulk_body(list(todo.values()), config.tags))
-            if answer.get("failed"):
-                must_check = True  # the server stored only some: find out which
-                raise RubrixError(f"server reported {answer['failed']} failed records", status=500)
-            out["sent"].extend(todo)
-            todo = {}
-        except RubrixError as exc:
-            if not exc.retryable or attempt >= config.retries:
-                out["failed"], out["error"], out["status"] = list(todo), str(exc), exc.status
-                break
-            # The request may have been stored before the failure: check before resending.
-            must_check = True
-            time.sleep(backoff_delay(attempt, config.backoff_s, config.backoff_max_s))
-            attempt += 1
+
+    def deliver() -> None:  # one attempt; safe to repeat: it asks before it sends
+        held = client.existing_ids(list(todo))
+        out["present"].extend(i for i in todo if i in held)
+        for i in held:
+            todo.pop(i, None)
+        if not todo:
+            return
+        answer = client.bulk(rec.bulk_body(list(todo.values()), config.rubrix_tags))
+        if answer.get("failed"):  # the server stored only some: the next attempt finds out which
+            raise RubrixError(f"server reported {answer['failed']} failed records", status=500)
+        out["sent"].extend(todo)
+        todo.clear()
+
+    try:
+        with_retries(config, deliver)
+    except RubrixError as exc:
+        out["failed"], out["error"], out["status"] = list(todo), str(exc), exc.status
     out["cpu_s"] = time.process_time() - cpu0
     return out
 
@@ -207,7 +180,7 @@ def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes], check
 # Driver
 # ---------------------------------------------------------------------------------------------
 def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, ledger: Ledger,
-            check_first: bool, report: LogReport) -> Iterator[Chunk]:
+            report: LogReport) -> Iterator[Chunk]:
     run = uuid.uuid4().hex[:8]
     seen: set[str] = set()
     ids: list[str] = []
@@ -218,7 +191,7 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, le
 
     def cut() -> Chunk:
         nonlocal ids, encoded, size, n
-        chunk = Chunk(f"{run}-{n}", ids, encoded, check_first)
+        chunk = Chunk(f"{run}-{n}", ids, encoded)
         ids, encoded, size, n = [], [], 0, n + 1
         return chunk
 
@@ -250,32 +223,33 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, le
         yield cut()
 
 
-def log_output(input_dir: str | os.PathLike, config: RubrixConfig) -> LogReport:
-    """Log every predicted row of ``input_dir`` to ``config.dataset``; safe to run again.
+def log_output(output: str | os.PathLike, config: RubrixConfig) -> LogReport:
+    """Log every predicted row of the job output ``output`` (a path or URI) to ``config.rubrix_dataset``;
+    safe to run again.
 
     Raises ZsRayError for bad settings or input (before anything is sent). Delivery failures do
     not raise: they are counted in the returned report (``report.ok`` is then False).
     """
     t0, cpu0 = time.monotonic(), _self_cpu()
-    dataset, manifest = read_output(input_dir)
     config.validate()
-    spec, warnings = rec.make_spec(dataset, manifest, config.metadata_fields, config.agent)
+    out = open_output(str(output))
+    spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, config.rubrix_agent)
     for w in warnings:
         log.warning(w)
     client, info, existed = connect(config)
-    report = LogReport(config.dataset, server=f"{info.generation} {info.version}",
-                       warnings=list(warnings))
-    identity = {"api_url": config.api_url, "workspace": config.workspace, "dataset": config.dataset}
-    ledger_path = config.ledger_path or default_path(input_dir, identity)
-    ledger = Ledger.open(ledger_path, identity, reset=not existed)
+    report = LogReport(config.rubrix_dataset, server=f"{info.generation} {info.version}", warnings=list(warnings))
+    identity = {"api_url": config.rubrix_api_url, "workspace": config.rubrix_workspace,
+                "dataset": config.rubrix_dataset}
+    ledger = Ledger.open(config.rubrix_ledger or default_path(out, identity), identity, reset=not existed)
     report.ledger = str(ledger.path)
     try:
         if info.generation == "argilla" and not existed:
             try:
-                client.create_dataset()
+                with_retries(config, client.create_dataset)
             except RubrixError as exc:
-                raise ZsRayError(f"cannot create dataset {config.dataset}: {exc}") from None
-        _send_all(_chunks(dataset, spec, config, ledger, existed, report), config, ledger, report)
+                raise ZsRayError(f"cannot create dataset {config.rubrix_dataset}: {exc}") from None
+        expected = int(out.manifest.get("rows", 0)) - int(out.manifest.get("skipped", 0))
+        _send_all(_chunks(out.dataset, spec, config, ledger, report), config, ledger, report, expected)
     finally:
         ledger.close()
         client.close()
@@ -286,27 +260,28 @@ def log_output(input_dir: str | os.PathLike, config: RubrixConfig) -> LogReport:
     return report
 
 
-def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger,
-              report: LogReport) -> None:
-    """Feed chunks to Ray sender tasks, never more than ``senders`` in flight.
+def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger, report: LogReport,
+              expected: int) -> None:
+    """Feed chunks to Ray sender tasks, never more than ``senders`` in flight, with a progress bar.
 
-    Plain tasks (not actors): they run on workers Ray has already started, so a run pays no
-    process start-up. Each needs ``sender_cpus`` (I/O bound); SPREAD puts them across nodes.
+    Plain tasks (not actors): they run on workers Ray has already started, so a run pays no process
+    start-up. A task whose worker or node dies is re-run by Ray up to ``rubrix_retries`` times (safe:
+    every attempt asks the server first). SPREAD puts them across nodes.
     """
     import ray
+    from tqdm.auto import tqdm
 
     from zs_ray.cluster import connect_ray
 
     connect_ray(os.environ.get("RAY_ADDRESS"))
-    sender = ray.remote(max_retries=0)(send_chunk).options(
-        num_cpus=config.sender_cpus, scheduling_strategy="SPREAD")
+    sender = ray.remote(send_chunk).options(num_cpus=SENDER_CPUS, scheduling_strategy="SPREAD",
+                                            max_retries=config.rubrix_retries, retry_exceptions=False)
     config_ref = ray.put(config)
     pending: dict = {}
     stop = False
-
-    def submit(chunk: Chunk) -> None:
-        chunk.attempts += 1
-        pending[sender.remote(config_ref, chunk.ids, chunk.encoded, chunk.check_first)] = chunk
+    # disable=None: drawn only on a terminal.
+    bar = tqdm(total=expected, initial=len(ledger.acked), unit="rec", desc=f"log {config.rubrix_dataset}",
+               disable=None)
 
     def collect_one() -> None:
         nonlocal stop
@@ -314,14 +289,11 @@ def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger,
         chunk = pending.pop(ref)
         try:
             out = ray.get(ref)
-        except ray.exceptions.RayError as exc:  # the sender's worker or node died
-            if chunk.attempts <= config.retries and not stop:
-                chunk.check_first = True  # it may have been stored before dying
-                submit(chunk)
-                return
+        except ray.exceptions.RayError as exc:  # the sender's worker or node died, past Ray's retries
             out = {"sent": [], "present": [], "failed": chunk.ids, "cpu_s": 0.0,
                    "error": f"sender lost: {type(exc).__name__}", "status": None}
         ledger.ack(chunk.key, out["sent"] + out["present"])
+        bar.update(len(out["sent"]) + len(out["present"]))
         report.sent += len(out["sent"])
         report.already_on_server += len(out["present"])
         report.failed += len(out["failed"])
@@ -330,16 +302,19 @@ def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger,
             report.errors.append(f"chunk {chunk.key} ({len(out['failed'])} records): {out['error']}")
             stop = True  # a refused or unreachable server: do not pile up more failures
 
-    for chunk in chunks:
-        while len(pending) >= config.senders and not stop:
+    try:
+        for chunk in chunks:
+            while len(pending) >= config.senders and not stop:
+                collect_one()
+            if stop:
+                report.not_attempted += len(chunk.ids)
+                continue
+            report.chunks += 1
+            pending[sender.remote(config_ref, chunk.ids, chunk.encoded)] = chunk
+        while pending:
             collect_one()
-        if stop:
-            report.not_attempted += len(chunk.ids)
-            continue
-        report.chunks += 1
-        submit(chunk)
-    while pending:
-        collect_one()
+    finally:
+        bar.close()
 
 
 def _self_cpu() -> float:

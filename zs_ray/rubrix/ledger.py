@@ -25,9 +25,17 @@ from zs_ray.errors import ZsRayError
 log = logging.getLogger(__name__)
 
 
-def default_path(input_dir: str | os.PathLike, identity: dict) -> Path:
+def default_path(output, identity: dict) -> Path:
+    """Beside a local output (``<output>/_rubrix/<dataset>-<hash>.ledger.jsonl``); for an output on an
+    object store, which cannot append and fsync, in the user's cache directory, named by the output's URI."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(input_dir) / "_rubrix" / f"{identity['dataset']}-{digest}.ledger.jsonl"
+    name = f"{identity['dataset']}-{digest}.ledger.jsonl"
+    protocol = output.fs.protocol if isinstance(output.fs.protocol, str) else output.fs.protocol[0]
+    if protocol in ("file", "local"):
+        return Path(output.path) / "_rubrix" / name
+    where = hashlib.sha256(output.uri.rstrip("/").encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "zs-ray" / "ledgers" / where / name
 
 
 class Ledger:

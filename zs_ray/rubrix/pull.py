@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
 from zs_ray.rubrix.client import RubrixError
-from zs_ray.rubrix.config import RubrixConfig
+from zs_ray.rubrix.config import ServerConfig
 
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -83,29 +83,37 @@ def to_row(r: dict) -> dict:
     }
 
 
-def pull(config: RubrixConfig, output_path: str | os.PathLike, query: dict | None = None,
+def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | None = None,
          page_size: int = 1000) -> PullReport:
-    """Write every record of ``config.dataset`` (optionally filtered by a server query, e.g.
-    ``{"status": ["Validated"]}``) to ``output_path`` as Parquet."""
+    """Write every record of ``config.rubrix_dataset`` (optionally filtered by a server query, e.g.
+    ``{"status": ["Validated"]}``) to ``output_path`` (a path or fsspec URI ending in .parquet)."""
+    import fsspec
+    from tqdm.auto import tqdm
+
     from zs_ray.rubrix.ingest import connect
 
-    out = Path(output_path)
-    if out.suffix != ".parquet":
-        raise ZsRayError(f"pull writes Parquet: give an output path ending in .parquet, not {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    target = str(output_path)
+    if not target.endswith(".parquet"):
+        raise ZsRayError(f"pull writes Parquet: give an output path ending in .parquet, not {target}")
+    config.validate()
+    fs, path = fsspec.core.url_to_fs(target)
     client, info, existed = connect(config)
-    report = PullReport(config.dataset, str(out))
+    report = PullReport(config.rubrix_dataset, target)
     if not existed:
         client.close()
-        raise ZsRayError(f"dataset {config.dataset} does not exist on {config.api_url}")
-    tmp = out.with_name(f".{out.name}.tmp")
+        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.rubrix_api_url}")
+    parent, name = posixpath.split(path)
+    tmp = posixpath.join(parent, f".{name}.tmp")
     status: Counter = Counter()
     try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        fs.makedirs(parent, exist_ok=True)
+        with fs.open(tmp, "wb") as fh, pq.ParquetWriter(fh, SCHEMA) as writer, \
+                tqdm(unit="rec", desc=f"pull {config.rubrix_dataset}", disable=None) as bar:
             rows: list[dict] = []
-            for r in client.iter_records(query, page=page_size):
+            for r in client.iter_records(query, page=page_size, retry=True):
                 rows.append(to_row(r))
                 status[rows[-1]["status"]] += 1
+                bar.update()
                 if len(rows) >= page_size:
                     writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
                     report.rows += len(rows)
@@ -113,12 +121,12 @@ def pull(config: RubrixConfig, output_path: str | os.PathLike, query: dict | Non
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
                 report.rows += len(rows)
-        os.replace(tmp, out)
+        fs.mv(tmp, path)
     except RubrixError as exc:
-        raise ZsRayError(f"reading {config.dataset} from {config.api_url}: {exc}") from None
+        raise ZsRayError(f"reading {config.rubrix_dataset} from {config.rubrix_api_url}: {exc}") from None
     finally:
         client.close()
-        if tmp.exists():
-            tmp.unlink()
+        if fs.exists(tmp):
+            fs.rm(tmp)
     report.status = dict(status)
     return report

@@ -20,10 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
+from zs_ray.output import ADDED_COLUMNS
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = {"id", "labels", "scores", "prediction", "score"}
 MAX_METADATA_KEYS = 50
 MAX_METADATA_VALUE = 128
 MAX_LABEL = 128
@@ -79,7 +79,7 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
     else:
         fields = [
             f for f in names
-            if f not in OUTPUT_COLUMNS and f != text_field
+            if f not in ADDED_COLUMNS and f != text_field
             and not pa.types.is_nested(dataset.schema.field(f).type)
         ]
     string_fields = [f for f in fields if pa.types.is_string(dataset.schema.field(f).type)

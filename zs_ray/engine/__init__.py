@@ -1,0 +1,69 @@
+"""The zero-shot NLI engine: what transformers' zero-shot pipeline computes, faster.
+
+No Ray here: the engine is usable on its own (``ZeroShotClassifier``) and is
+wrapped by the Ray stages in ``zs_ray.classify``. It has two halves so that a Ray
+job can run them on different resources:
+
+* ``PairEncoder`` (CPU): token ids of every (text, hypothesis) pair exactly as the
+  pipeline makes them (``truncation="only_first"`` at ``model_max_length``), tokenizing
+  each text once rather than once per label.
+* ``NliScorer`` (GPU or CPU): sorts the pairs by length, cuts them into batches by a
+  padded-token budget (``max_tokens``, at most ``batch_size`` rows), pads each batch
+  only to its own longest pair, runs the model and returns per-text label
+  probabilities in input order.
+
+On CPU the scorer swaps in faster kernels for the same arithmetic (see
+``kernels``): oneDNN GEMMs with packed weights (fp32 stays IEEE fp32), a
+cache-friendly attention for bf16, GELU fused into its GEMM, and, for BERT-family
+classifiers, a last layer computed for the [CLS] token only. Each is checked
+against the layer it replaces when the model is loaded. On GPUs the model runs
+transformers' SDPA kernels; inputs go through pinned memory without per-batch
+synchronisation.
+
+Scoring follows the pipeline: single-label is a softmax of the entailment logits
+across one text's labels; multi-label (or a single label) is, per label, a
+softmax over [contradiction, entailment] logits.
+
+Modules:
+
+* ``nli``: model facts (where entailment / contradiction sit; loading and checking a model's config).
+* ``device``: device, torch dtype and precision name, CPU threads.
+* ``pairs``: ``Pairs`` and ``PairEncoder`` (pairing texts with hypotheses).
+* ``batching``: length sorting and the padded-token budget (``plan_batches``).
+* ``postprocess``: logits to label probabilities, labels ranked by score.
+* ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, [CLS]-only last layer).
+* ``model``: ``NliScorer``, the model wrapper.
+* ``classifier``: ``ZeroShotClassifier``, the two halves together.
+"""
+
+from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
+from zs_ray.engine.classifier import ZeroShotClassifier
+from zs_ray.engine.device import precision_name, resolve_device, resolve_dtype, torch_threads_for
+from zs_ray.engine.kernels import ATTENTION, first_token_last_layer, onednn_linears
+from zs_ray.engine.model import NliScorer
+from zs_ray.engine.nli import NliLabels, check_model, load_model_config, nli_labels
+from zs_ray.engine.pairs import PairEncoder, Pairs
+from zs_ray.engine.postprocess import label_probabilities, ranked
+
+__all__ = [
+    "ATTENTION",
+    "NliLabels",
+    "NliScorer",
+    "PairEncoder",
+    "Pairs",
+    "ZeroShotClassifier",
+    "check_model",
+    "default_batch_size",
+    "default_max_tokens",
+    "first_token_last_layer",
+    "label_probabilities",
+    "load_model_config",
+    "nli_labels",
+    "onednn_linears",
+    "plan_batches",
+    "precision_name",
+    "ranked",
+    "resolve_device",
+    "resolve_dtype",
+    "torch_threads_for",
+]

@@ -1,0 +1,137 @@
+"""The model wrapper: ``NliScorer`` runs the NLI model over encoded pairs (GPU or CPU)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
+from zs_ray.engine.device import precision_name, resolve_device, resolve_dtype
+from zs_ray.engine.kernels import ATTENTION, _register_attention, first_token_last_layer, onednn_linears
+from zs_ray.engine.nli import nli_labels
+from zs_ray.engine.pairs import Pairs
+from zs_ray.engine.postprocess import label_probabilities
+from zs_ray.errors import ZsRayError
+
+
+class NliScorer:
+    """Runs the NLI model over encoded pairs: sort by length, batch by a token budget, restore order."""
+
+    def __init__(
+        self,
+        model: str,
+        multi_label: bool = False,
+        precision: str = "auto",
+        device: Optional[str] = None,
+        batch_size: Optional[int] = None,
+        max_tokens: Optional[int] = None,
+    ):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.precision = precision_name(self.dtype)
+        self.multi_label = multi_label
+        self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))
+        self.max_tokens = int(max_tokens) if max_tokens else default_max_tokens(self.device)
+        on_cpu = torch.device(self.device).type == "cpu"
+        kwargs = {"dtype": self.dtype}
+        if on_cpu and self.dtype != torch.float32:
+            _register_attention()
+            kwargs["attn_implementation"] = ATTENTION
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ZsRayError(f"model {model!r} not found or not loadable: {exc}") from None
+        self.model.to(self.device).eval()
+        self.nli = nli_labels(self.model.config)
+        self.pad_id = self.model.config.pad_token_id or 0
+        self.fast_linears = onednn_linears(self.model) if on_cpu else 0
+        self.pin = torch.device(self.device).type == "cuda"
+        self.first_token_only = self._prune_last_layer()
+
+    def _prune_last_layer(self) -> bool:
+        """Compute the last layer for the first token only, if the model allows it and a padded probe
+        batch gives the same logits (fp32: 1e-4; half precision: its own rounding)."""
+        import torch
+
+        rng = np.random.default_rng(0)
+        lengths = np.array([11, 7, 7, 3])
+        flat = rng.integers(1, max(2, self.model.config.vocab_size), size=int(lengths.sum()))
+        before = self.logits(flat, lengths)
+        undo = first_token_last_layer(self.model)
+        if undo is None:
+            return False
+        try:
+            after = self.logits(flat, lengths)
+            tol = 1e-4 if self.dtype == torch.float32 else 5e-2
+            if np.allclose(after, before, rtol=tol, atol=tol * (np.abs(before).max() + 1e-6)):
+                return True
+        except Exception:  # noqa: BLE001 - any model whose layer does not fit; it keeps its own layer
+            pass
+        undo()
+        return False
+
+    def _batch_tensors(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, idx: np.ndarray,
+                       flat_types: Optional[np.ndarray]):
+        """Padded input tensors for pairs ``idx`` (longest first), built with numpy, no per-token Python."""
+        import torch
+
+        width = int(lengths[idx[0]])
+        rows = len(idx)
+        lens = lengths[idx]
+        cols = np.arange(width)
+        valid = cols[None, :] < lens[:, None]  # [rows, width]
+        gather = (starts[idx][:, None] + cols[None, :])[valid]
+        ids = np.full((rows, width), self.pad_id, dtype=np.int64)
+        ids[valid] = flat[gather]
+        inputs = {"input_ids": torch.from_numpy(ids)}
+        if flat_types is not None:
+            types = np.zeros((rows, width), dtype=np.int64)
+            types[valid] = flat_types[gather]
+            inputs["token_type_ids"] = torch.from_numpy(types)
+        if lens[-1] < width:  # padding present (rows are sorted longest first)
+            if self.model.config._attn_implementation == ATTENTION:
+                mask = torch.zeros((rows, 1, 1, width), dtype=self.dtype)
+                mask.masked_fill_(torch.from_numpy(~valid)[:, None, None, :], torch.finfo(self.dtype).min)
+            else:
+                mask = torch.from_numpy(valid.astype(np.int64))
+            inputs["attention_mask"] = mask
+        return {k: self._to_device(v) for k, v in inputs.items()}
+
+    def _to_device(self, tensor):
+        """Host tensor -> the model's device; on a GPU through pinned memory, without waiting for the GPU."""
+        if self.pin:
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def logits(self, flat: np.ndarray, lengths: np.ndarray, flat_types: Optional[np.ndarray] = None) -> np.ndarray:
+        """Logits [pairs, nli_classes] (fp32), in input order, of pairs given as one array of all their token
+        ids end to end and their lengths (what an Arrow list column holds: no Python list per pair)."""
+        import torch
+
+        n = len(lengths)
+        num_labels = self.model.config.num_labels
+        if n == 0:
+            return np.empty((0, num_labels), dtype=np.float32)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        batches = plan_batches(lengths, self.batch_size, self.max_tokens)
+        # Logits stay on the device until the end: no per-batch synchronisation, so on a GPU the host
+        # builds batch k+1 while batch k runs.
+        out = torch.empty((n, num_labels), dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            for idx in batches:
+                inputs = self._batch_tensors(flat, starts, lengths, idx, flat_types)
+                out[self._to_device(torch.from_numpy(idx))] = self.model(**inputs).logits.float()
+        return out.cpu().numpy()
+
+    def probabilities(self, pairs: Pairs) -> np.ndarray:
+        """Per text, the probability of each candidate label (in label order): [texts, labels]."""
+        if pairs.n_texts == 0:
+            return np.empty((0, pairs.n_labels))
+        logits = self.logits(pairs.ids, pairs.lengths, pairs.type_ids)
+        return label_probabilities(logits.reshape(pairs.n_texts, pairs.n_labels, -1), self.nli, self.multi_label)

@@ -1,0 +1,140 @@
+"""The output format, owned here: the columns zs-ray adds, the manifest, and how an output is read back.
+
+An annotation-job output is a directory (local path or any fsspec URI: ``file://``, ``s3://``, ...)
+of Parquet files plus ``_zs_ray_manifest.json``, written last: its presence means the output is
+complete. Every row holds the source columns, a stable ``id`` and the prediction columns below
+(null for a row whose text was empty). ``write.py`` writes it; ``log``, ``pull`` and any later
+command read it back only through ``open_output``, so every URI the writer accepts is readable.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from zs_ray.errors import ZsRayError
+
+ID_COLUMN = "id"
+#: The prediction columns the model stage adds, in order: labels and scores by descending score,
+#: then the top label and its score.
+PREDICTION_SCHEMA = pa.schema([
+    ("labels", pa.list_(pa.string())),
+    ("scores", pa.list_(pa.float64())),
+    ("prediction", pa.string()),
+    ("score", pa.float64()),
+])
+#: Every column zs-ray adds; a source column of the same name is kept as ``source_<name>``.
+ADDED_COLUMNS = (ID_COLUMN, *PREDICTION_SCHEMA.names)
+MANIFEST = "_zs_ray_manifest.json"
+ROWS_PER_FILE = 50_000  # at least this many rows per Parquet file: a full MLSum run is a handful of files
+ID_FORMAT = "<config>-<split>-<index in split, 7 digits>"
+
+
+def source_name(column: str) -> str:
+    """The output name of a source column (renamed when it clashes with an added column)."""
+    return f"source_{column}" if column in ADDED_COLUMNS else column
+
+
+def prediction_table(labels: Sequence[Optional[list]], scores: Sequence[Optional[list]]) -> pa.Table:
+    """The prediction columns for rows whose ranked ``labels``/``scores`` are given (None: no prediction)."""
+    return pa.table(
+        [list(labels), list(scores), [l[0] if l else None for l in labels], [s[0] if s else None for s in scores]],
+        schema=PREDICTION_SCHEMA,
+    )
+
+
+def filesystem(uri: str):
+    """(fsspec filesystem, path) of a local path or URI."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri)
+
+
+def data_dataset(fs, path: str) -> pads.Dataset:
+    """The Parquet files under ``path`` (hidden ``.`` and ``_`` entries left out) as one dataset."""
+    return pads.dataset(path, format="parquet", filesystem=fs, exclude_invalid_files=True,
+                        ignore_prefixes=[".", "_"])
+
+
+def count_rows(fs, path: str) -> tuple[int, int]:
+    """(rows, rows without a prediction) of written Parquet under ``path``, from the ``score`` column only."""
+    table = data_dataset(fs, path).to_table(columns=["score"])
+    return table.num_rows, table.column("score").null_count
+
+
+def manifest(settings: dict, **facts) -> dict:
+    """The manifest of a run: its settings (``candidate_labels`` for the labels), ``facts`` (config,
+    text field, precision, device, ...), the id format, the time and the versions of what computed it."""
+    from datetime import datetime, timezone
+
+    import pyarrow
+    import ray
+    import torch
+    import transformers
+
+    import zs_ray
+
+    settings = dict(settings)
+    settings["candidate_labels"] = settings.pop("labels")
+    return {
+        **settings,
+        **facts,
+        "id_format": ID_FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"zs_ray": zs_ray.__version__, "transformers": transformers.__version__,
+                     "torch": torch.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__},
+    }
+
+
+def write_manifest(fs, path: str, manifest: dict) -> None:
+    """Written last: its presence is what makes an output complete."""
+    with fs.open(posixpath.join(path, MANIFEST), "w") as fh:
+        json.dump(manifest, fh, indent=2, ensure_ascii=False)
+
+
+@dataclass
+class Output:
+    """A complete annotation-job output, opened for reading."""
+
+    uri: str
+    fs: object
+    path: str
+    manifest: dict
+    dataset: pads.Dataset
+
+    @property
+    def text_field(self) -> str:
+        return self.manifest["text_field"]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("candidate_labels") or [])
+
+
+def open_output(uri: str) -> Output:
+    """Open a complete output (any fsspec URI); a one-line error for a missing or incomplete one."""
+    try:
+        fs, path = filesystem(uri)
+        if not fs.isdir(path):
+            raise ZsRayError(f"input {uri} does not exist or is not a directory")
+        manifest_path = posixpath.join(path, MANIFEST)
+        if not fs.isfile(manifest_path):
+            raise ZsRayError(f"{uri} has no {MANIFEST}: the annotation job did not finish writing it")
+        with fs.open(manifest_path, "r") as fh:
+            try:
+                manifest = json.load(fh)
+            except ValueError as exc:
+                raise ZsRayError(f"{manifest_path} is not valid JSON: {exc}") from None
+        dataset = data_dataset(fs, path)
+    except ZsRayError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        raise ZsRayError(f"cannot read output {uri}: {exc}") from None
+    if not dataset.files:
+        raise ZsRayError(f"{uri} holds no Parquet files")
+    return Output(uri, fs, path, manifest, dataset)

@@ -1,0 +1,21 @@
+"""Read stage: a dataset split as a Ray Data stream of rows with stable ids.
+
+``plan_read`` resolves the dataset (``layout``: a Hub id over ``HfFileSystem``, a local directory or any
+fsspec URI laid out like a Hub dataset, with or without card-declared configs, or a single
+Parquet/JSONL/JSON file), applies the ``datasets`` split syntax (``test[0:500]``, ``test[:10%]``,
+``train+validation``) to row counts read cheaply (Parquet footers, one streamed pass over JSON lines),
+and checks the text field: all before any work starts, in the driver (``plan``).
+
+``read_dataset`` turns the plan into a Ray Dataset (``source``): one read task per slice of Parquet row
+groups or of JSON-lines bytes, streamed, never the whole corpus in one process. Each row gets
+``id = "<config>-<split>-<index in split>"`` (``<split>-<index>`` without configs, ``<file stem>-<index>``
+for a single file): identical across runs and machines for the same source row. The columns zs-ray adds
+are defined in ``zs_ray.output``.
+"""
+
+from zs_ray.read.layout import _filesystem, resolve_files
+from zs_ray.read.plan import ReadPlan, parse_split, plan_read
+from zs_ray.read.source import Segment, read_dataset, read_segment
+
+__all__ = ["ReadPlan", "Segment", "_filesystem", "parse_split", "plan_read",
+           "read_dataset", "read_segment", "resolve_files"]
