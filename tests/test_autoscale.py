@@ -1,4 +1,4 @@
-"""Autoscaling: zs_ray.capacity and a model actor pool growing onto nodes the autoscaler adds mid-run.
+"""Autoscaling: zs_ray.capacity, and the job's model pool growing onto nodes the autoscaler adds mid-run.
 
 The cluster is Ray's fake multi-node provider (what ``ray.cluster_utils.AutoscalingCluster`` starts)
 on this one machine: a head plus up to three "model" worker nodes, each a real raylet launched by the
@@ -10,13 +10,13 @@ Drivers run in their own Python process (``run_driver``), like a ``ray job submi
 that the pytest process's own Ray (the ``ray_local`` fixture) is left alone. Both sides run with
 ``RAY_AUTH_MODE=disabled``: Ray 2.60's ``ray start`` turns token auth on whenever
 ~/.ray/auth_token exists, while ``ray.init(address=...)`` does not.
-To run the real job instead of the prototype, call the zs-ray CLI with ``--address`` in place of
-``run_driver(address, "_pool_prototype", ...)``.
+The job itself runs as the zs-ray CLI with ``--ray-address``, as a ``ray job submit`` entrypoint would.
 """
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +24,12 @@ import sys
 import tempfile
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from tests.builders import mlsum_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0",
@@ -62,8 +66,10 @@ def autoscaling_cluster(head: dict, worker_node_types: dict, *, idle_timeout_min
         # The fake provider tags its head "ray.head.default"; any other name makes the autoscaler
         # see an unknown head and launch workers of the head type over and over.
         "head_node_type": "ray.head.default",
-        "available_node_types": {"ray.head.default": {"resources": dict(head), "node_config": {}, "max_workers": 0},
-                                 **worker_node_types},
+        "available_node_types": {
+            "ray.head.default": {"resources": dict(head), "node_config": {}, "max_workers": 0},
+            **worker_node_types,
+        },
         "upscaling_speed": 100.0, "idle_timeout_minutes": idle_timeout_minutes,
         "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
         "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
@@ -74,11 +80,13 @@ def autoscaling_cluster(head: dict, worker_node_types: dict, *, idle_timeout_min
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f)
     custom = {k: v for k, v in head.items() if k not in ("CPU", "GPU", "object_store_memory")}
-    cmd = ["ray", "start", "--head", "--block", f"--port={port}", f"--autoscaling-config={config_path}",
-           f"--temp-dir={tmp}", "--include-dashboard=false", "--disable-usage-stats",
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+           f"--autoscaling-config={config_path}", f"--temp-dir={tmp}", "--include-dashboard=false",
+           "--disable-usage-stats",
            f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
            f"--num-cpus={head.get('CPU', 0)}", f"--num-gpus={head.get('GPU', 0)}",
-           f"--object-store-memory={head.get('object_store_memory', 500 * MiB)}", f"--resources={json.dumps(custom)}"]
+           f"--object-store-memory={head.get('object_store_memory', 500 * MiB)}",
+           f"--resources={json.dumps(custom)}"]
     env = dict(os.environ, **ENV, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
     log_path = os.path.join(tmp, "ray_start.log")
     with open(log_path, "w") as log:
@@ -92,8 +100,6 @@ def autoscaling_cluster(head: dict, worker_node_types: dict, *, idle_timeout_min
         yield f"{ip}:{port}"
     finally:
         _kill_tree(proc)
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -124,7 +130,8 @@ def run_driver(address: str, function: str, timeout_s: float = 120, **kwargs):
     out = subprocess.run([sys.executable, "-c", code, address, function, ROOT, json.dumps(kwargs)], cwd=ROOT,
                          env=dict(os.environ, **ENV), capture_output=True, text=True, timeout=timeout_s)
     results = [line for line in out.stdout.splitlines() if line.startswith("RESULT=")]
-    assert out.returncode == 0 and results, f"driver failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    assert out.returncode == 0 and results, (
+        f"driver failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
     return json.loads(results[-1][len("RESULT="):])
 
 
@@ -132,52 +139,34 @@ def run_driver(address: str, function: str, timeout_s: float = 120, **kwargs):
 
 
 def _capacity() -> dict:
+    import dataclasses
+
     import ray
 
-    from zs_ray.capacity import autoscaling, max_cluster_resources
+    from zs_ray.capacity import cluster_capacity
 
     head = next(n["Resources"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
-    return {"max": max_cluster_resources(), "autoscaling": autoscaling(), "now": ray.cluster_resources(), "head": head}
+    return {**dataclasses.asdict(cluster_capacity()), "head": head}
 
 
-class NodeRecorder:
-    """Stands in for the model: tags each row with the node and actor that saw it, sleeps per batch."""
+def _model_actors() -> list:
+    """(node, start, end, on the head) of every model-stage actor in the GCS's actor table."""
+    import ray
+    import ray._private.state
 
-    def __init__(self, sleep_s: float):
-        import ray
-
-        context = ray.get_runtime_context()
-        self.node, self.actor, self.sleep_s = context.get_node_id(), context.get_actor_id(), sleep_s
-
-    def __call__(self, batch):
-        started = time.time()
-        time.sleep(self.sleep_s)
-        n = len(batch["id"])
-        return {"id": batch["id"], "node": [self.node] * n, "actor": [self.actor] * n, "t": [started] * n}
+    head = ray.get_runtime_context().get_node_id()
+    table = ray._private.state.state.actor_table(None)
+    return [[a["Address"]["NodeID"], a["StartTime"] / 1000, a["EndTime"] / 1000, a["Address"]["NodeID"] == head]
+            for a in table.values() if a["ActorClassName"] == "MapWorker(MapBatches(ModelStage))"]
 
 
-def _pool_prototype(rows: int, blocks: int, sleep_s: float, max_size: int) -> dict:
+def _idle_nodes_gone() -> int:
     import ray
 
-    def alive():
-        return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-
     deadline = time.monotonic() + 60
-    while len(alive()) > 1 and time.monotonic() < deadline:  # let idle model nodes of earlier tests go
+    while sum(n["Alive"] for n in ray.nodes()) > 1 and time.monotonic() < deadline:
         time.sleep(1)
-    nodes_before = alive()
-    ds = ray.data.range(rows, override_num_blocks=blocks).map_batches(
-        NodeRecorder, fn_constructor_kwargs={"sleep_s": sleep_s}, batch_size=rows // blocks,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_size),
-        # The model slot is what places the actor on a model node. num_cpus=0: Ray Data budgets an
-        # actor's CPUs/GPUs against the cluster size it has *seen* (refreshed every ~20 s), and
-        # would hold the pool back until then; custom resources are outside that budget, so the
-        # pool asks for max_size at once and the pending actors make the autoscaler add nodes.
-        num_cpus=0, resources={"model_slot": 1})
-    started = time.time()
-    out = ds.take_all()
-    return {"nodes_before": nodes_before, "head": ray.get_runtime_context().get_node_id(), "started": started,
-            "ended": time.time(), "rows": [[int(r["id"]), r["node"], r["actor"], float(r["t"])] for r in out]}
+    return sum(n["Alive"] for n in ray.nodes())
 
 
 # ---- tests ---------------------------------------------------------------------------------------
@@ -202,51 +191,68 @@ def test_max_workers_from_cluster_yaml():
     assert _from_autoscaling_config(config) == {"CPU": 24.0, "GPU": 3.0}
 
 
-def test_max_cluster_resources_without_autoscaler(ray_local):
-    from zs_ray.capacity import autoscaling, max_cluster_resources
+def test_capacity_without_autoscaler(ray_local):
+    from zs_ray.capacity import cluster_capacity
 
     now = {k: v for k, v in ray_local.cluster_resources().items() if not k.startswith("node:")}
-    assert max_cluster_resources() == now
-    assert now["CPU"] == 2
-    assert not autoscaling()
+    capacity = cluster_capacity()
+    assert capacity.most == capacity.now == now and now["CPU"] == 2
+    assert [node["CPU"] for node in capacity.nodes] == [2.0]
 
 
 @pytest.mark.slow
-def test_max_cluster_resources_of_autoscaling_cluster(fake_cluster):
+def test_capacity_of_autoscaling_cluster(fake_cluster):
     got = run_driver(fake_cluster, "_capacity")
-    assert got["autoscaling"]
-    assert got["max"]["CPU"] == HEAD["CPU"] + MAX_MODEL_NODES * MODEL_NODE["CPU"]
-    assert got["max"]["model_slot"] == MAX_MODEL_NODES
+    assert got["most"]["CPU"] == HEAD["CPU"] + MAX_MODEL_NODES * MODEL_NODE["CPU"]
+    assert got["most"]["model_slot"] == MAX_MODEL_NODES
     # the head counts with its live resources, the workers with their configured ones
-    assert got["max"]["object_store_memory"] == (got["head"]["object_store_memory"]
-                                                 + MAX_MODEL_NODES * MODEL_NODE["object_store_memory"])
-    assert got["max"]["memory"] >= got["head"]["memory"]
+    assert got["most"]["object_store_memory"] == (got["head"]["object_store_memory"]
+                                                  + MAX_MODEL_NODES * MODEL_NODE["object_store_memory"])
     assert got["now"]["CPU"] == HEAD["CPU"] and "model_slot" not in got["now"]  # only the head is up
+    assert {"CPU": 1, "model_slot": 1} in [{k: n[k] for k in ("CPU", "model_slot") if k in n} for n in got["nodes"]]
+
+
+def zs_ray(address, *args, timeout=300):
+    env = dict(os.environ, **ENV, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "zs_ray.cli", "annotate", "--ray-address", address, *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
-def test_actor_pool_grows_onto_new_nodes(fake_cluster):
-    rows, blocks, sleep_s = 3000, 60, 0.3
-    got = run_driver(fake_cluster, "_pool_prototype", timeout_s=150,
-                     rows=rows, blocks=blocks, sleep_s=sleep_s, max_size=MAX_MODEL_NODES)
+def test_model_pool_grows_with_the_autoscaler_every_row_once(fake_cluster, tmp_path, nli_model):
+    """--num-workers 1-3 on a cluster with no model node up: the pool starts with one actor on the first
+    node the autoscaler adds and grows onto the next ones while the job streams; every row is written once.
+    Model actors hold a model slot (a custom resource only the worker nodes have) and no CPU of their own:
+    Ray Data budgets CPUs against the cluster size it has seen (refreshed every ~20 s), custom resources not."""
+    rows = 16000
+    data = tmp_path / "articles.parquet"
+    pq.write_table(pa.Table.from_pylist(mlsum_rows(rows, seed=4)), data, row_group_size=1000)
+    pool = ["--model", nli_model, "--text-field", "text", "--precision", "fp32", "--split", "train",
+            "--cpus-per-worker", "0", "--resources-per-worker", '{"model_slot": 1}']
 
-    assert got["nodes_before"] == [got["head"]]  # no model node before the run
-    assert sorted(r[0] for r in got["rows"]) == list(range(rows))  # every id exactly once
+    # More model actors than the cluster can ever hold: refused at once, before any node is added.
+    refused = zs_ray(fake_cluster, "--dataset", str(data), "--output", str(tmp_path / "no"), "--num-workers", "1-4",
+                     *pool)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("zs-ray: error: --num-workers 1-4: 4 model worker(s)")
+    assert "4 model_slot" in refused.stderr and "at most" in refused.stderr and "3 model_slot" in refused.stderr
+    assert not (tmp_path / "no").exists()
 
-    first_batch = {}  # actor -> (its first batch's start, node)
-    for _, node, actor, t in got["rows"]:
-        if actor not in first_batch or t < first_batch[actor][0]:
-            first_batch[actor] = (t, node)
-    order = sorted(first_batch.values())
-    nodes = {node for _, node in order}
-    assert len(order) >= 2, f"the pool never grew: {order}"
-    assert got["head"] not in nodes and len(nodes) == len(order)  # one actor per new model node
-    # The pool started with one actor: it ran alone for a while before the next one joined...
-    first_actor = min(first_batch, key=lambda a: first_batch[a][0])
-    alone = sum(1 for _, _, actor, t in got["rows"] if actor == first_actor and t < order[1][0]) // (rows // blocks)
-    assert alone >= 3, f"the first actor ran only {alone} batches alone"
-    # ...and the others joined mid-run and took a share of the work.
-    for t, _ in order[1:]:
-        assert got["started"] < t < got["ended"]
-    later = sum(1 for _, _, actor, _ in got["rows"] if actor != first_actor)
-    assert later >= rows // blocks * 3
+    assert run_driver(fake_cluster, "_idle_nodes_gone") == 1  # only the head: no model node is up
+    started = time.time()
+    proc = zs_ray(fake_cluster, "--dataset", str(data), "--output", str(tmp_path / "out"), "--num-workers", "1-3",
+                  *pool)
+    ended = time.time()
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "1-3 x (1 model_slot) model worker(s)" in proc.stdout
+
+    ids = pq.read_table(tmp_path / "out", columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == [f"articles-{i:07d}" for i in range(rows)]  # every row exactly once
+
+    actors = run_driver(fake_cluster, "_model_actors")
+    assert not any(on_head for *_, on_head in actors)  # a model slot only on the nodes added for them
+    starts = sorted(start for _, start, _, _ in actors)
+    assert len(actors) >= 2, f"the pool never grew: {actors}"
+    assert len({node for node, *_ in actors}) == len(actors)  # one per model node
+    assert started < starts[0] < starts[1] < ended  # the first actor alone, then more joined mid-run

@@ -7,7 +7,8 @@ import pytest
 
 from zs_ray import AnnotateConfig, ZsRayError
 from zs_ray.cli import main
-from zs_ray.resources import Capacity, plan_pools
+from zs_ray.capacity import Capacity
+from zs_ray.resources import plan_pools
 
 
 def cap(now, most=None, nodes=()):

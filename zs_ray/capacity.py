@@ -1,4 +1,6 @@
-"""The most resources a Ray cluster can ever hold: its head plus every worker node type at max_workers.
+"""What the joined Ray cluster can hold: now, at most (its head plus every worker node type at its
+``max_workers``), and the resources of each kind of node. ``resources.plan_pools`` sizes and refuses
+pools with it.
 
 ``ray.cluster_resources()`` only counts the nodes alive now. What Ray 2.60 (2.60.0, checked) offers
 for the maximum, and what this module reads:
@@ -27,17 +29,39 @@ list). The answer is never below ``ray.cluster_resources()``. Per-node ``node:<i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 _HEAD = "node:__internal_head__"
 
 
-def max_cluster_resources() -> dict[str, float]:
-    """The sum, per resource, of the most the connected cluster can ever have (call after ray.init)."""
+@dataclass(frozen=True)
+class Capacity:
+    """What the cluster holds now, the most it can ever hold, and the resources of each kind of node."""
+
+    now: dict
+    most: dict
+    nodes: tuple = ()
+
+
+def cluster_capacity() -> Capacity:
+    """The connected cluster's ``Capacity`` (call after ray.init)."""
+    import ray
+
+    alive = [_strip(n["Resources"]) for n in ray.nodes() if n["Alive"]]
+    config = _autoscaling_config()
+    types = [t.get("resources") or {} for t in (config or {}).get("available_node_types", {}).values()]
+    return Capacity(_strip(ray.cluster_resources()), max_cluster_resources(config),
+                    tuple(alive + [{k: float(v) for k, v in t.items()} for t in types]))
+
+
+def max_cluster_resources(config: Optional[dict] = None) -> dict[str, float]:
+    """The sum, per resource, of the most the connected cluster can ever have (call after ray.init);
+    ``config``: its autoscaling config, when already read."""
     import ray
 
     now = _strip(ray.cluster_resources())
-    workers = _max_worker_resources()
+    workers = _max_worker_resources(config)
     if workers is None:
         return now
     head = next((_strip(n["Resources"]) for n in ray.nodes() if n["Alive"] and _HEAD in n["Resources"]), {})
@@ -45,29 +69,30 @@ def max_cluster_resources() -> dict[str, float]:
     return {k: max(total.get(k, 0.0), now.get(k, 0.0)) for k in total.keys() | now.keys()}
 
 
-def autoscaling() -> bool:
-    """Whether an autoscaler may add worker nodes to the connected cluster."""
-    return any(v > 0 for v in (_max_worker_resources() or {}).values())
-
-
 def _strip(resources: dict) -> dict[str, float]:
     return {k: float(v) for k, v in resources.items() if not k.startswith("node:")}
 
 
-def _max_worker_resources() -> Optional[dict[str, float]]:
+def _max_worker_resources(config: Optional[dict] = None) -> Optional[dict[str, float]]:
     """Worker nodes' resources at their max counts, or None when no autoscaler config is found."""
-    import ray
     import ray._private.state
 
     reported = ray._private.state.state.get_max_resources_from_cluster_config()
     if reported:
         return {k: float(v) for k, v in reported.items()}
+    config = config or _autoscaling_config()
+    return _from_autoscaling_config(config) if config else None
+
+
+def _autoscaling_config() -> Optional[dict]:
+    """The autoscaling config of the connected cluster's monitor, read on the head; None without one."""
+    import ray
+
     read = ray.remote(num_cpus=0, resources={_HEAD: 0.001}, max_retries=0)(_read_autoscaling_config)
     try:
-        config = ray.get(read.remote(ray.get_runtime_context().gcs_address), timeout=60)
+        return ray.get(read.remote(ray.get_runtime_context().gcs_address), timeout=60)
     except Exception:  # no head to run on in time, unreadable file: treat as no autoscaler
         return None
-    return _from_autoscaling_config(config) if config else None
 
 
 def _from_autoscaling_config(config: dict) -> dict[str, float]:

@@ -51,14 +51,3 @@ def cluster_address() -> str:
 
     return ray.get_runtime_context().gcs_address
 
-
-def capacity():
-    """What the joined cluster holds now, the most it can ever hold (with an autoscaler: every node type at
-    its ``max_workers``), and the resources of each kind of node (``resources.Capacity``)."""
-    import ray
-
-    from zs_ray.resources import Capacity
-
-    now = {k: float(v) for k, v in ray.cluster_resources().items()}
-    nodes = tuple(dict(n["Resources"]) for n in ray.nodes() if n.get("Alive"))
-    return Capacity(now, now, nodes)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from zs_ray import output, read, write
-from zs_ray.cluster import capacity, cluster_address, connect_ray
+from zs_ray.capacity import cluster_capacity
+from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
 from zs_ray.engine import PairEncoder, check_model
 from zs_ray.errors import ZsRayError
@@ -80,7 +81,7 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> R
     """Run the whole job for ``config`` (and log to ``rubrix``, if given); return its summary."""
     plan, target = check(config, rubrix)
     connect_ray(config.ray_address)
-    pools = plan_pools(config, capacity())
+    pools = plan_pools(config, cluster_capacity())
     start = time.perf_counter()
     precision = worker_precision(config.precision, pools.device, pools.model.gpus)  # resolved while streaming
 
