@@ -12,7 +12,8 @@ Ray is imported only when sending starts; the HTTP client never imports it.
 """
 
 from zs_ray.rubrix.config import RubrixConfig, ServerConfig
-from zs_ray.rubrix.ingest import LogReport, connect, log_output, preflight
+from zs_ray.rubrix.connect import connect, preflight
+from zs_ray.rubrix.ingest import LogReport, log_output
 from zs_ray.rubrix.pull import PullReport, pull
 
 __all__ = ["RubrixConfig", "ServerConfig", "LogReport", "PullReport", "connect", "log_output", "preflight", "pull"]

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from zs_ray.errors import ZsRayError
 from zs_ray.rubrix.client import RubrixError
 from zs_ray.rubrix.config import ServerConfig
+from zs_ray.rubrix.connect import connect
 
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -89,8 +90,6 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
     ``{"status": ["Validated"]}``) to ``output_path`` (a path or fsspec URI ending in .parquet)."""
     import fsspec
     from tqdm.auto import tqdm
-
-    from zs_ray.rubrix.ingest import connect
 
     target = str(output_path)
     if not target.endswith(".parquet"):

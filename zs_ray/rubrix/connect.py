@@ -1,0 +1,50 @@
+"""Before anything is sent or read: the settings, the server's generation, the key, the workspace and
+whether the dataset exists. Everything the user can get wrong fails here, as one ``ZsRayError``."""
+
+from __future__ import annotations
+
+from zs_ray.errors import ZsRayError
+from zs_ray.rubrix.client import TASK, RubrixClient, RubrixError, ServerInfo, with_retries
+from zs_ray.rubrix.config import ServerConfig
+
+
+def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
+    """Check settings, server, key and workspace. Returns (client, info, dataset_existed).
+
+    Does not create anything. Call it before a long annotation job to fail early.
+    """
+    config.validate()
+    client = RubrixClient(config)
+    try:
+        info = with_retries(config, client.info)
+        try:
+            me = with_retries(config, client.me)
+        except RubrixError as exc:
+            if exc.status in (401, 403):
+                raise ZsRayError(f"the Rubrix server refused the API key: {exc}") from None
+            raise
+        if info.generation == "argilla" and info.version_tuple >= (1, 13) and not config.rubrix_workspace:
+            raise ZsRayError(
+                f"Argilla {info.version} needs a workspace: set --rubrix-workspace or "
+                f"RUBRIX_WORKSPACE (yours: {', '.join(me.get('workspaces') or []) or 'none'})"
+            )
+        allowed = set(me.get("workspaces") or []) | {me.get("username")}
+        if config.rubrix_workspace and me.get("workspaces") and config.rubrix_workspace not in allowed:
+            raise ZsRayError(f"workspace {config.rubrix_workspace!r} is not one of yours: "
+                             f"{', '.join(sorted(w for w in allowed if w))}")
+        existing = with_retries(config, client.get_dataset)
+    except RubrixError as exc:
+        client.close()
+        raise ZsRayError(f"Rubrix at {config.rubrix_api_url}: {exc}") from None
+    if existing and existing.get("task") not in (None, TASK):
+        client.close()
+        raise ZsRayError(f"dataset {config.rubrix_dataset} exists with task {existing.get('task')}, "
+                         f"not {TASK}")
+    return client, info, existing is not None
+
+
+def preflight(config: ServerConfig) -> ServerInfo:
+    """``connect`` and close: for ``annotate`` to refuse bad Rubrix settings before hours of work."""
+    client, info, _ = connect(config)
+    client.close()
+    return info
