@@ -58,7 +58,7 @@ def test_cli_local_ray_end_to_end(tmp_path, mlsum_dir, nli_model):
     assert "transformers" in manifest["versions"]
     assert len(list(out.glob("*.parquet"))) == 1  # not one tiny file per block
     assert f"120 rows ({len(empty)} skipped" in proc.stdout and "articles/s" in proc.stdout
-    assert not list(tmp_path.glob(".*staging*"))
+    assert not list(tmp_path.glob(".*zs-ray-partial"))  # the work directory is gone once published
 
     # A non-empty output is refused (and left alone) unless --overwrite.
     before = sorted(p.name for p in out.iterdir())
@@ -162,7 +162,7 @@ def test_bad_input_exit_code_without_traceback_cli_and_job(tmp_path, mlsum_dir, 
 
 def test_failure_mid_run_leaves_no_output(ray_local, tmp_path, nli_model):
     """A data page that cannot be decoded (behind a valid footer, so planning passes) fails the run
-    after work started: no output directory and no staging directory may remain."""
+    after work started: no output directory; only the hidden, resumable work directory remains."""
     import pyarrow as pa
 
     rows = mlsum_rows(400, seed=5)
@@ -183,7 +183,7 @@ def test_failure_mid_run_leaves_no_output(ray_local, tmp_path, nli_model):
     assert not isinstance(info.value, ZsRayError)  # it failed in the stream, after the checks
     assert "test.parquet" in str(info.value) or "Parquet" in str(info.value)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.zs-ray-partial", "data"]
 
 
 def test_annotate_file_uri_logs_to_rubrix_and_relog_sends_nothing(ray_local, tmp_path, monkeypatch, capsys, mlsum_dir,

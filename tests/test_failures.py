@@ -60,32 +60,73 @@ def test_logging_failure_keeps_the_predictions_and_log_finishes_later(ray_local,
 def long_input(tmp_path_factory):
     """Enough rows that the job is still streaming several seconds after it starts writing."""
     path = tmp_path_factory.mktemp("long") / "long.parquet"
-    pq.write_table(pa.Table.from_pylist(mlsum_rows(6000, seed=3)), path, row_group_size=500)
+    pq.write_table(pa.Table.from_pylist(mlsum_rows(8000, seed=3)), path, row_group_size=500)
     return path
 
 
-@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
-def test_stop_mid_run_one_line_no_staging(tmp_path, long_input, nli_model, sig, code, name):
-    out = tmp_path / "out"
+def run_cli(args):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "zs_ray.cli", "annotate", "--dataset", str(long_input),
-                             "--split", "train", "--model", nli_model, "--output", str(out), "--precision", "fp32",
-                             "--text-field", "text"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "zs_ray.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def committed_checkpoints(partial: Path) -> list:
+    return [p for p in (partial / "checkpoint").glob("*.parquet") if not p.name.endswith(".pending.parquet")]
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C"),
+                                             (signal.SIGKILL, -9, None)])
+def test_stopped_or_killed_mid_run_then_the_same_command_finishes(tmp_path, long_input, nli_model, sig, code, name):
+    """Stopped (one line, no traceback) or killed once some files are written: nothing looks complete, the
+    partial run is kept hidden, and the same command again finishes it without computing those rows again."""
+    out = tmp_path / "out"
+    partial = tmp_path / ".out.zs-ray-partial"
+    args = ["annotate", "--dataset", str(long_input), "--split", "train", "--model", nli_model, "--output",
+            str(out), "--precision", "fp32", "--text-field", "text"]
+    proc = run_cli(args)
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob(".out.zs-ray-staging-*")) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while not committed_checkpoints(partial) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
-        assert list(tmp_path.glob(".out.zs-ray-staging-*")), "the job never started writing"
-        time.sleep(1.0)
+            time.sleep(0.1)
+        assert committed_checkpoints(partial), "the job never committed a file"
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1] == f"zs-ray: stopped by {name}", stderr[-3000:]
-    assert "Traceback" not in stderr + stdout
-    assert list(tmp_path.iterdir()) == []  # neither output nor staging directory
+    if name:
+        assert stderr.strip().splitlines()[-1] == (f"zs-ray: stopped by {name}; run the same command again "
+                                                   "to resume"), stderr[-3000:]
+        assert "Traceback" not in stderr + stdout
+    assert not out.exists()  # nothing that looks like an output
+    done = sum(pq.read_metadata(p).num_rows for p in committed_checkpoints(partial))
+    assert 0 < done < 8000
+
+    again = run_cli(args)
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr[-3000:]
+    assert f"8000 rows (0 skipped: empty text, {done} of them written before a resume)" in stdout
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == [f"long-{i:07d}" for i in range(8000)]  # every row exactly once
+    assert list(tmp_path.iterdir()) == [out]  # the partial run is gone once published
+
+
+def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path, capsys, nli_model):
+    """An unfinished run is never mixed with other settings."""
+    from zs_ray.write import RUN_FILE
+
+    data = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist(mlsum_rows(20, seed=1)), data)
+    partial = tmp_path / ".out.zs-ray-partial"
+    partial.mkdir()
+    (partial / RUN_FILE).write_text('{"model": "another/model"}')
+    args = ["annotate", "--dataset", str(data), "--split", "train", "--model", nli_model, "--output",
+            str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zs-ray: error: an unfinished run with other settings (") and err.count("\n") == 1
+    assert "model: 'another/model' -> " in err and "--overwrite to start over" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.zs-ray-partial", "d.parquet"]

@@ -144,7 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
-        print(f"zs-ray: stopped by {stopped_by}", file=sys.stderr, flush=True)
+        resume = "; run the same command again to resume" if argv[0] == "annotate" else ""
+        print(f"zs-ray: stopped by {stopped_by}{resume}", file=sys.stderr, flush=True)
         return 128 + (signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT)
 
 

@@ -31,7 +31,9 @@ PREDICTION_SCHEMA = pa.schema([
 #: Every column zs-ray adds; a source column of the same name is kept as ``source_<name>``.
 ADDED_COLUMNS = (ID_COLUMN, *PREDICTION_SCHEMA.names)
 MANIFEST = "_zs_ray_manifest.json"
-ROWS_PER_FILE = 50_000  # at least this many rows per Parquet file: a full MLSum run is a handful of files
+# At least this many rows per Parquet file: what a killed run loses at most per write task (a file and its
+# checkpoint are committed together), and a full MLSum run is a few hundred files, not thousands.
+ROWS_PER_FILE = 4096
 ID_FORMAT = "<config>-<split>-<index in split, 7 digits>"
 
 
@@ -63,7 +65,10 @@ def data_dataset(fs, path: str) -> pads.Dataset:
 
 def count_rows(fs, path: str) -> tuple[int, int]:
     """(rows, rows without a prediction) of written Parquet under ``path``, from the ``score`` column only."""
-    table = data_dataset(fs, path).to_table(columns=["score"])
+    dataset = data_dataset(fs, path)
+    if not dataset.files:
+        return 0, 0
+    table = dataset.to_table(columns=["score"])
     return table.num_rows, table.column("score").null_count
 
 

@@ -10,6 +10,7 @@ corpus in one process.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -25,6 +26,8 @@ from zs_ray.resources import AUX_CPUS, Pools, plan_pools
 from zs_ray.rubrix import LogReport, RubrixConfig, log_output, preflight
 from zs_ray.stage import Stage
 from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
+
+log = logging.getLogger(__name__)
 
 
 def stages(config: AnnotateConfig, text_field: str, pools: Pools) -> list[Stage]:
@@ -50,19 +53,23 @@ class RunSummary:
     seconds: float
     output: str
     workers: str
+    resumed: int = 0  # rows an unfinished run of the same settings had written (not computed again)
     log: Optional[LogReport] = None  # what logging did, when it ran
     log_error: Optional[str] = None  # why logging could not run; the predictions are complete all the same
 
     @property
     def articles_per_s(self) -> float:
-        return (self.rows - self.skipped) / self.seconds if self.seconds else 0.0
+        """Classified texts per second of this run (rows written before a resume left out)."""
+        computed = (self.rows - self.skipped) * (1 - self.resumed / self.rows) if self.rows else 0.0
+        return computed / self.seconds if self.seconds else 0.0
 
     @property
     def pairs_per_s(self) -> float:
         return self.pairs / self.seconds if self.seconds else 0.0
 
     def __str__(self) -> str:
-        return (f"zs-ray: {self.rows} rows ({self.skipped} skipped: empty text) in {self.seconds:.1f}s; "
+        resumed = f", {self.resumed} of them written before a resume" if self.resumed else ""
+        return (f"zs-ray: {self.rows} rows ({self.skipped} skipped: empty text{resumed}) in {self.seconds:.1f}s; "
                 f"{self.articles_per_s:.1f} articles/s, {self.pairs_per_s:.1f} pairs/s on {self.workers}; "
                 f"output: {self.output}")
 
@@ -74,7 +81,19 @@ def check(config: AnnotateConfig, rubrix: Optional[RubrixConfig]):
     PairEncoder(config.model, config.labels, config.hypothesis_template)  # the tokenizer loads, hypotheses fit
     if rubrix is not None:
         preflight(rubrix.validate())  # server, key, workspace and dataset name, before hours of work
-    return plan, write.prepare_output(config.output, config.overwrite)
+    target = write.prepare_output(config.output, config.overwrite, run_identity(config))
+    if target.resumed_rows:
+        log.info("resuming the unfinished run of these settings: %d of %d rows are written already",
+                 target.resumed_rows, plan.num_rows)
+    return plan, target
+
+
+def run_identity(config: AnnotateConfig) -> dict:
+    """What makes two runs the same run, so that one may finish the other: the input and every setting
+    that changes a prediction."""
+    keys = ("dataset", "config", "split", "text_field", "model", "labels", "hypothesis_template", "multi_label",
+            "precision")
+    return {k: v for k, v in config.to_dict().items() if k in keys}
 
 
 def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> RunSummary:
@@ -94,7 +113,8 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> R
 
     seconds = time.perf_counter() - start
     workers = f"{pools.model} model worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
-    summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers)
+    summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers,
+                         resumed=target.resumed_rows)
     if rubrix is not None:
         try:
             summary.log = log_output(config.output, rubrix)

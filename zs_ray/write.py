@@ -1,23 +1,31 @@
-"""Write stage: the predictions as a Parquet dataset plus a manifest, all or nothing.
+"""Write stage: the predictions as a Parquet dataset plus a manifest, all or nothing, resumable.
 
 Ray Data writes the stream (``write_parquet``, files of at least ``output.ROWS_PER_FILE`` rows) into a
-hidden staging directory beside ``--output``. Only when every row is written and counted is the manifest
-added and the staging directory moved into place, so a failed or stopped run leaves no half-written
-output, and ``--overwrite`` replaces an old output only once the new one is complete. The format itself
-(columns, manifest) is ``output.py``'s.
+hidden work directory beside ``--output``, ``.<name>.zs-ray-partial/``: ``data/`` (the Parquet files),
+``checkpoint/`` (Ray Data's checkpoint of the ids written, ``CheckpointConfig`` with the ``id`` column,
+committed in two phases with each data file) and ``run.json`` (the settings that computed them). Only when
+every row is written and counted are the files moved to ``--output`` and the manifest written there, last:
+readers require it (``output.open_output``), so a failed or stopped run never looks complete, on a local
+disk or on an object store alike.
+
+A run that did not finish (driver killed, Ctrl-C, a lost head) keeps its work directory: the same command
+again resumes it, and Ray Data's checkpoint filter skips every id already written (at most the blocks in
+flight at the kill are computed again). A re-run with other settings is refused; ``--overwrite`` starts
+over and replaces an old output only once the new one is complete.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import ROWS_PER_FILE, count_rows, filesystem, write_manifest
+from zs_ray.output import ID_COLUMN, ROWS_PER_FILE, count_rows, filesystem, write_manifest
 
 WRITE_CPUS = 0.25  # a write task mostly waits on encoding and I/O
+RUN_FILE = "run.json"
 
 
 @dataclass
@@ -26,47 +34,102 @@ class OutputTarget:
     fs: object  # fsspec filesystem
     path: str
     exists: bool
+    run: dict  # what makes two runs the same run (settings and input), written to RUN_FILE
+    resumed_rows: int = 0  # rows an unfinished run of the same settings had written
 
-    def staging(self) -> str:
+    @property
+    def partial(self) -> str:
         parent, name = posixpath.split(self.path.rstrip("/"))
-        return posixpath.join(parent, f".{name}.zs-ray-staging-{uuid.uuid4().hex[:8]}")
+        return posixpath.join(parent, f".{name}.zs-ray-partial")
 
     def ray_path(self, path: str) -> str:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
 
-def prepare_output(output: str, overwrite: bool) -> OutputTarget:
-    """Check ``--output`` before any work: a non-empty directory needs ``--overwrite``."""
-    fs, path = filesystem(output)
+def prepare_output(output: str, overwrite: bool, run: dict) -> OutputTarget:
+    """Check ``--output`` before any work: a non-empty directory needs ``--overwrite``; an unfinished run of
+    the same ``run`` settings is resumed, one of other settings refused (``--overwrite``: removed)."""
+    try:
+        fs, path = filesystem(output)
+    except (ImportError, ValueError) as exc:
+        raise ZsRayError(f"--output {output}: {exc}") from None
     exists = fs.exists(path)
     if exists:
         if not fs.isdir(path):
             raise ZsRayError(f"--output {output} exists and is not a directory")
         if fs.ls(path) and not overwrite:
             raise ZsRayError(f"--output {output} is not empty: pass --overwrite to replace it")
-    return OutputTarget(output, fs, path, exists)
+    target = OutputTarget(output, fs, path, exists, run)
+    if fs.exists(target.partial):
+        if overwrite:
+            fs.rm(target.partial, recursive=True)
+            return target
+        theirs = _read_run(fs, target.partial)
+        if theirs != run:
+            changed = ", ".join(f"{k}: {theirs.get(k)!r} -> {run.get(k)!r}" for k in run if theirs.get(k) != run.get(k))
+            raise ZsRayError(f"an unfinished run with other settings ({changed or 'unreadable'}) is in "
+                             f"{target.ray_path(target.partial)}: run it again with its settings to finish it, "
+                             "or pass --overwrite to start over")
+        target.resumed_rows = _checkpointed_rows(fs, target.partial)
+    return target
+
+
+def _checkpointed_rows(fs, partial: str) -> int:
+    """Rows whose ids Ray Data's checkpoint holds as committed: what a resumed run skips."""
+    import pyarrow.dataset as pads
+
+    checkpoint = posixpath.join(partial, "checkpoint")
+    files = [f for f in (fs.find(checkpoint) if fs.exists(checkpoint) else [])
+             if f.endswith(".parquet") and not f.endswith(".pending.parquet")]
+    return pads.dataset(files, filesystem=fs, format="parquet").count_rows() if files else 0
+
+
+def _read_run(fs, partial: str) -> dict:
+    try:
+        with fs.open(posixpath.join(partial, RUN_FILE), "r") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
 
 
 def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[], dict]) -> tuple[int, int]:
-    """Write ``ds``, then the manifest (``manifest()``, called once every row is written); returns
-    (rows, skipped)."""
-    staging = target.staging()
+    """Write ``ds`` (resuming an unfinished run of the same settings), publish it, then the manifest
+    (``manifest()``, called once every row is written); returns (rows, skipped)."""
+    from ray.data.checkpoint import CheckpointConfig
+
+    fs, partial = target.fs, target.partial
+    data = posixpath.join(partial, "data")
+    fs.makedirs(data, exist_ok=True)
+    if not fs.exists(posixpath.join(partial, RUN_FILE)):
+        with fs.open(posixpath.join(partial, RUN_FILE), "w") as fh:
+            json.dump(target.run, fh, indent=2, ensure_ascii=False)
+    # On the dataset's own context (a copy taken when the dataset was made), so nothing else runs with it.
+    ds.context.checkpoint_config = CheckpointConfig(
+        id_column=ID_COLUMN, checkpoint_path=target.ray_path(posixpath.join(partial, "checkpoint")),
+        delete_checkpoint_on_success=False)
+    ds.write_parquet(target.ray_path(data), min_rows_per_file=ROWS_PER_FILE, ray_remote_args={"num_cpus": WRITE_CPUS})
+    rows, skipped = count_rows(fs, data)
+    if rows != expected_rows:
+        fs.rm(partial, recursive=True)  # not a state to resume from
+        raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
+    _publish(target, data)
+    write_manifest(fs, target.path, {**manifest(), "rows": rows, "skipped": skipped})
+    fs.rm(partial, recursive=True)
+    return rows, skipped
+
+
+def _publish(target: OutputTarget, data: str) -> None:
+    """The data files into ``--output`` (a rename on a local disk; copies on an object store), replacing
+    an old output (``--overwrite``)."""
     fs = target.fs
-    fs.makedirs(posixpath.dirname(staging), exist_ok=True)
-    try:
-        ds.write_parquet(target.ray_path(staging), min_rows_per_file=ROWS_PER_FILE,
-                         ray_remote_args={"num_cpus": WRITE_CPUS})
-        rows, skipped = count_rows(fs, staging) if fs.exists(staging) else (0, 0)
-        if rows != expected_rows:
-            raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
-        if rows == 0:
-            fs.makedirs(staging, exist_ok=True)
-        write_manifest(fs, staging, {**manifest(), "rows": rows, "skipped": skipped})
-        if target.exists:
-            fs.rm(target.path, recursive=True)
-        fs.mv(staging, target.path, recursive=True)
-        return rows, skipped
-    finally:
-        if fs.exists(staging):
-            fs.rm(staging, recursive=True)
+    if target.exists:
+        fs.rm(target.path, recursive=True)
+    local = target.ray_path(data) == data
+    if local:
+        fs.mv(data, target.path, recursive=True)
+        return
+    files = [f for f in fs.find(data) if f.endswith(".parquet")]  # not the directory markers of object stores
+    fs.copy(files, [posixpath.join(target.path, posixpath.relpath(f, data)) for f in files])
+    if not fs.exists(target.path):  # an empty run: no data file, the directory is the manifest's
+        fs.makedirs(target.path, exist_ok=True)
