@@ -6,7 +6,7 @@ reads annotations back. Flags come from the dataclasses through transformers' ``
 
 Exit status: 0 done; 1 the predictions were written (or logging ran) but some records did not reach the
 server; 2 a problem the user can fix (one ``zs-ray: error: ...`` line, no traceback, nothing written);
-130 / 143 stopped by Ctrl-C / SIGTERM (one line; no staging directory is left behind).
+130 / 143 stopped by Ctrl-C / SIGTERM (one line; the unfinished run is kept, hidden, for the same command to resume).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Optional
 
 
 class Stopped(KeyboardInterrupt):
-    """The driver received SIGTERM: unwind like Ctrl-C (staging removed, Ray shut down)."""
+    """The driver received SIGTERM: unwind like Ctrl-C (every `finally` runs, Ray shuts down)."""
 
 
 def _raise_stopped(signum, frame):
