@@ -64,8 +64,8 @@ def main() -> None:
                     runs = []
                     for rep_no in range(REPEATS + 1):  # run 0 warms the sender workers up
                         name = f"bench-{senders}-{int(delay * 1000)}-{rep_no}"
-                        cfg = RubrixConfig(name, api_url=url, senders=senders, chunk_size=500,
-                                           ledger_path=str(Path(tmp) / f"{name}.ledger"))
+                        cfg = RubrixConfig(rubrix_dataset=name, rubrix_api_url=url, senders=senders, chunk_size=500,
+                                           rubrix_ledger=str(Path(tmp) / f"{name}.ledger"))
                         t0 = time.perf_counter()
                         rep = log_output(Path(tmp) / "out", cfg)
                         wall = time.perf_counter() - t0

@@ -3,12 +3,12 @@
 
 import pytest
 
-from tests.rubrix_server import RubrixTestServer, make_output
+from tests.rubrix_server import FLAVORS, RubrixTestServer, make_output
 from zs_ray.errors import ZsRayError
 from zs_ray.rubrix import RubrixConfig, log_output
 
 DS = "zeroshot_noticias"
-MODES = ["rubrix-0.18", "argilla-1.4", "argilla-1.29"]
+MODES = [f for f in FLAVORS if f != "argilla-1.1"]  # 1.0-1.1 are refused (test_rubrix_flavors)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_senders_bound_concurrency(server, tmp_path, ray_local):
     ids = make_output(tmp_path, 400)
     server.delay_s = 0.15
     log_output(tmp_path, cfg(server, senders=4))
-    assert server.max_inflight == 4  # parallel, and never more than configured
+    assert 2 <= server.max_inflight <= 4  # parallel, and never more than configured (4 at once is load-dependent)
     exactly_once(server, ids)
     server2 = RubrixTestServer("rubrix-0.18").start()
     try:
@@ -106,9 +106,10 @@ def test_4xx_is_not_retried_and_shows_the_server_message(server, tmp_path, ray_l
     assert server.bulk_requests == 1  # no retry, and no further chunk after a refusal
 
 
-@pytest.mark.parametrize("server", ["rubrix-0.18", "argilla-1.4"], indirect=True)
+@pytest.mark.parametrize("server", MODES, indirect=True)
 def test_rerun_never_wipes_an_annotation(server, tmp_path, ray_local):
-    """Replace-on-relog servers: a resend would wipe the annotation; even without the ledger."""
+    """A resend would wipe the annotation (Rubrix 0.x, Argilla < 1.7) or un-validate the record (1.7+):
+    a re-run sends no stored id, even without the ledger."""
     ids = make_output(tmp_path, 300)
     first = log_output(tmp_path, cfg(server))
     for rid in ids[:5]:
@@ -150,12 +151,14 @@ def test_bad_settings_fail_before_sending(server, tmp_path, ray_local, caplog):
     assert server.bulk_requests == 0
 
 
-@pytest.mark.parametrize("server", ["argilla-1.29"], indirect=True)
+@pytest.mark.parametrize("server", ["argilla-1.7", "argilla-1.29"], indirect=True)
 def test_argilla_needs_a_workspace(server, tmp_path, ray_local):
+    """Required from Argilla 1.6 (not 1.13): refused with the reason, before any dataset request."""
     make_output(tmp_path, 50)
-    with pytest.raises(ZsRayError, match="needs a workspace"):
+    with pytest.raises(ZsRayError, match=r"Argilla 1\.\d+\.0 needs a workspace"):
         log_output(tmp_path, RubrixConfig(rubrix_dataset=DS, rubrix_api_url=server.url))
     assert server.bulk_requests == 0 and not server.datasets
+    assert [r["path"] for r in server.requests] == ["/api/_info", "/api/me"]
 
 
 def test_key_headers_never_bearer(server, tmp_path, ray_local):

@@ -1,7 +1,12 @@
 """Records as the seed builds them, pre-send validation, config precedence, ledger recovery."""
 
 import json
+import math
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 from tests.rubrix_server import LABELS, MODEL, make_output
 
@@ -61,6 +66,44 @@ def test_metadata_checks(tmp_path):
         rec.make_spec(ds, m, None, None)
 
 
+def odd_metadata(n: int) -> dict:
+    """Source columns whose values JSON cannot carry as they are, or the server would cut or refuse."""
+    t0 = datetime(2019, 1, 1, 12, tzinfo=timezone.utc)
+    return {
+        "published": pa.array([t0 + timedelta(days=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "day": [date(2019, 1, 1) + timedelta(days=i) for i in range(n)],
+        "ratio": [math.nan if i % 5 == 0 else math.inf if i == 3 else i / 10 for i in range(n)],
+        "price": [Decimal("1.50")] * n,
+        "section": pa.array(["s" * 200 if i == 4 else "short" for i in range(n)]).dictionary_encode(),
+        "blob": [b"\x00"] * n,
+    }
+
+
+def test_metadata_values_converted_or_refused(tmp_path):
+    """Defect 5: dates -> ISO strings, decimals -> numbers, NaN/inf -> missing (counted), long strings
+    also in dictionary-encoded (categorical) columns and unloggable types -> left out with a warning,
+    or refused before any work when named."""
+    make_output(tmp_path, 20, empty_every=0, columns=odd_metadata(20))
+    ds, m = read_output(tmp_path)
+    spec, warnings = rec.make_spec(ds, m, None, None)
+    assert {"published", "day", "ratio", "price"} <= set(spec.metadata_fields)
+    assert "section" not in spec.metadata_fields and any("'section'" in w and "128" in w for w in warnings)
+    assert "blob" not in spec.metadata_fields and any("'blob'" in w and "binary" in w for w in warnings)
+    dropped = Counter()
+    built = [r for b in ds.to_batches() for r in rec.build_records(b, spec, dropped)]
+    assert dropped == {"ratio": 5}
+    assert built[1]["metadata"]["published"] == "2019-01-02T12:00:00+00:00"
+    assert built[1]["metadata"]["day"] == "2019-01-02" and built[1]["metadata"]["price"] == 1.5
+    assert "ratio" not in built[0]["metadata"] and "ratio" not in built[3]["metadata"]
+    assert built[2]["metadata"]["ratio"] == 0.2
+    body = rec.bulk_body([rec.encode(r) for r in built], {})
+    assert json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} sent"))["records"][1] == built[1]
+    with pytest.raises(ZsRayError, match="'section'.*128"):
+        rec.make_spec(ds, m, ["topic", "section"], None)
+    with pytest.raises(ZsRayError, match="'blob'.*binary"):
+        rec.make_spec(ds, m, ["blob"], None)
+
+
 def test_agent_and_label_checks(tmp_path):
     make_output(tmp_path, 10)
     ds, m = read_output(tmp_path)
@@ -94,7 +137,8 @@ def test_config_precedence_and_secrecy(monkeypatch):
     for name in ("RUBRIX_API_KEY", "RUBRIX_WORKSPACE", "ARGILLA_API_URL"):
         monkeypatch.delenv(name)
     d = RubrixConfig(rubrix_dataset="ds")
-    assert (d.rubrix_api_url, d.rubrix_api_key, d.rubrix_workspace) == ("http://localhost:6900", "rubrix.apikey", None)
+    # No key given: None, so that the server's generation chooses its default (rubrix.apikey / argilla.apikey).
+    assert (d.rubrix_api_url, d.rubrix_api_key, d.rubrix_workspace) == ("http://localhost:6900", None, None)
     assert d.rubrix_tags == {"tags": "data-annotation"}
     assert "env-key" not in repr(c) and "env-key" not in str(c)
     with pytest.raises(ZsRayError, match="dataset name"):

@@ -1,11 +1,12 @@
-"""The annotation job, in one page: read -> tokenize -> model -> write -> log.
+"""The annotation job, in one page: read -> tokenize -> model -> write -> log (while writing).
 
 Everything that can be wrong with the input is checked first (``check``), in the driver, before Ray
 starts any work; the pools are sized from what the cluster can hold, and refused if it never can
 (``resources.plan_pools``); then the stream runs: a Ray Data read, the stages declared in ``stages`` (each
 a ``map_batches`` with its own actor pool and resources, applied by one loop), a Parquet write that is all
-or nothing, and, with a dataset to log to, the records sent to the annotation server. Nothing holds the
-corpus in one process.
+or nothing, and, with a dataset to log to, the records sent to the annotation server as their files are
+committed (``logstage.LiveLog``), then a last pass over the published output. Nothing holds the corpus in
+one process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
 from zs_ray.engine import PairEncoder, check_model
 from zs_ray.errors import ZsRayError
+from zs_ray.logstage import LiveLog
 from zs_ray.predict import TEXTS_PER_BATCH, ModelStage, worker_precision
 from zs_ray.resources import AUX_CPUS, Pools, plan_pools
 from zs_ray.rubrix import LogReport, RubrixConfig, log_output, preflight
@@ -104,12 +106,20 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> R
     start = time.perf_counter()
     precision = worker_precision(config.precision, pools.device, pools.model.gpus)  # resolved while streaming
 
+    def manifest(precision: str) -> dict:
+        return output.manifest(config.to_dict(), config=plan.config, text_field=plan.text_field,
+                               precision_requested=config.precision, precision=precision, device=pools.device)
+
     ds = read.read_dataset(plan, num_cpus=AUX_CPUS)
     for stage in stages(config, plan.text_field, pools):
         ds = stage.apply(ds)
-    rows, skipped = write.write_output(ds, target, plan.num_rows, lambda: output.manifest(
-        config.to_dict(), config=plan.config, text_field=plan.text_field, precision_requested=config.precision,
-        precision=precision(), device=pools.device))
+    live = LiveLog(target, rubrix, manifest(config.precision)).start() if rubrix is not None else None
+    try:
+        rows, skipped = write.write_output(ds, target, plan.num_rows, lambda: manifest(precision()),
+                                           before_publish=live.stop if live else lambda: None)
+    finally:
+        if live is not None:
+            live.stop(last_pass=False)  # already stopped (with its last pass) unless the write failed
 
     seconds = time.perf_counter() - start
     workers = f"{pools.model} model worker(s) in {precision()} of the Ray cluster at {cluster_address()}"

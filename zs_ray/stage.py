@@ -4,12 +4,35 @@ As in Ray Data's LLM batch processor, each stage is one ``map_batches`` over Arr
 resources and concurrency, and ``pipeline.py`` applies its list of stages with one loop. A ``Pool`` of
 ``(min, max)`` actors grows from ``min`` to ``max`` as its input backs up and the cluster has (or the
 autoscaler adds) room: Ray Data's autoscaling actor pool.
+
+Lost workers (see ``ACTOR_MAX_RESTARTS``): an actor whose process or node dies is rebuilt by Ray (its
+constructor runs again) and the batches it held are resubmitted to it; a block lost with a node is rebuilt
+from its lineage. Read and write tasks are retried by Ray Data itself (``max_retries=-1`` on its tasks).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+# Fault tolerance of every stage's actors, set here for all of them and passed to Ray by ``Stage.apply``.
+# Ray Data 2.60's own defaults for an actor pool are max_restarts=-1 and max_task_retries=-1: rebuild and
+# resubmit for ever, so a batch that kills its worker every time (a poison input, an OOM-sized batch, a
+# bad GPU) would loop without end instead of failing. Only system failures count (the process or its node
+# died): an exception raised by the stage's own code is not retried and fails the job at once.
+ACTOR_MAX_RESTARTS = 8
+"""How many times Ray rebuilds one actor (runs its constructor again) over the whole run after its
+process was killed (OOM killer, SIGKILL, a crash) or its node was lost. A few independent faults per
+actor over a run of hours (spot preemptions, a lost node) are recovered; more deaths of the same actor
+point at something systematic, and this is the bound that stops the loop: once an actor has used it up,
+its batch fails the job with ``ActorDiedError`` (Ray Data does not replace a dead actor in the pool)."""
+ACTOR_TASK_MAX_RETRIES = -1
+"""A batch in flight on an actor that died is resubmitted to it until it is rebuilt, without a count of
+its own (-1): Ray spends a retry on every attempt that fails fast while the actor is unreachable (a lost
+node is declared dead only after the GCS health checks fail, ~15 s by default, and then the actor is
+placed and its model loaded again), so any finite number can run out within seconds of one node loss
+(3 did here). Endless retries are bounded all the same: a batch can only be retried on its actor while
+the actor may restart, so ``ACTOR_MAX_RESTARTS`` ends a crash loop."""
 
 
 @dataclass(frozen=True)
@@ -56,4 +79,7 @@ class Stage:
             num_cpus=self.pool.cpus,
             num_gpus=self.pool.gpus,
             resources=self.pool.resources or None,
+            # ray_remote_args of the pool's actors (see ACTOR_MAX_RESTARTS / ACTOR_TASK_MAX_RETRIES)
+            max_restarts=ACTOR_MAX_RESTARTS,
+            max_task_retries=ACTOR_TASK_MAX_RETRIES,
         )

@@ -93,9 +93,10 @@ def _read_run(fs, partial: str) -> dict:
         return {}
 
 
-def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[], dict]) -> tuple[int, int]:
-    """Write ``ds`` (resuming an unfinished run of the same settings), publish it, then the manifest
-    (``manifest()``, called once every row is written); returns (rows, skipped)."""
+def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[], dict],
+                 before_publish: Callable[[], None] = lambda: None) -> tuple[int, int]:
+    """Write ``ds`` (resuming an unfinished run of the same settings), call ``before_publish``, publish it,
+    then the manifest (``manifest()``, called once every row is written); returns (rows, skipped)."""
     from ray.data.checkpoint import CheckpointConfig
 
     fs, partial = target.fs, target.partial
@@ -113,15 +114,30 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callabl
     if rows != expected_rows:
         fs.rm(partial, recursive=True)  # not a state to resume from
         raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
+    before_publish()
     _publish(target, data)
     write_manifest(fs, target.path, {**manifest(), "rows": rows, "skipped": skipped})
     fs.rm(partial, recursive=True)
     return rows, skipped
 
 
+def committed_files(target: OutputTarget) -> list[str]:
+    """The data files of the unfinished run whose checkpoints are committed: complete, and never written
+    again (a data file is named after its checkpoint: ``<checkpoint stem>-<n>.parquet``)."""
+    fs, partial = target.fs, target.partial
+    checkpoint, data = posixpath.join(partial, "checkpoint"), posixpath.join(partial, "data")
+    if not fs.exists(checkpoint) or not fs.exists(data):
+        return []
+    stems = {posixpath.basename(f)[:-len(".parquet")] for f in fs.find(checkpoint)
+             if f.endswith(".parquet") and not f.endswith(".pending.parquet")}
+    return sorted(f for f in fs.find(data) if f.endswith(".parquet")
+                  and posixpath.basename(f).rsplit("-", 1)[0] in stems)
+
+
 def _publish(target: OutputTarget, data: str) -> None:
-    """The data files into ``--output`` (a rename on a local disk; copies on an object store), replacing
-    an old output (``--overwrite``)."""
+    """The data files into ``--output`` (a rename on a local disk, with what else ``data/`` holds, such as
+    the ledger of records logged while the job ran; copies on an object store), replacing an old output
+    (``--overwrite``)."""
     fs = target.fs
     if target.exists:
         fs.rm(target.path, recursive=True)

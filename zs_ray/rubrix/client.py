@@ -8,7 +8,9 @@ attempt, and the callers wrap whole server operations in ``with_retries`` (a pag
 connection checks, and, in ``ingest.send_chunk``, "ask which ids the server holds, then send the rest":
 one operation, so a resend after a lost answer never replaces a stored record). What is retried: 5xx
 answers and transport errors (no answer), up to ``rubrix_retries`` times, with exponential backoff and
-jitter. A 4xx is the server refusing the request and is never retried.
+jitter. A 4xx is the server refusing the request and is never retried; a 404 means "not there" only
+when it carries the server's own ``EntityNotFoundError`` (``RubrixError.not_found``). With no key given,
+the first authenticated request sends the default key of the server's generation.
 """
 
 from __future__ import annotations
@@ -29,15 +31,27 @@ ARGILLA_PAGE_MAX = 1000
 
 
 class RubrixError(ZsRayError):
-    """A request the server refused (``status`` 4xx) or that kept failing (5xx, transport)."""
+    """A request the server refused (``status`` 4xx) or that kept failing (5xx, transport).
 
-    def __init__(self, message: str, status: int | None = None):
+    ``code`` is the server's own error name (``EntityNotFoundError``, ...) when the answer carries one:
+    a 404 without it came from something else (a proxy, an unknown route) and means nothing about data.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 retryable: bool | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.code, self._retryable = status, code, retryable
 
     @property
     def retryable(self) -> bool:
+        if self._retryable is not None:
+            return self._retryable
         return self.status is None or self.status >= 500
+
+    @property
+    def not_found(self) -> bool:
+        """The server itself says the dataset (or record) does not exist."""
+        return self.status == 404 and self.code == "EntityNotFoundError"
 
 
 @dataclass(frozen=True)
@@ -77,16 +91,22 @@ def with_retries(config: ServerConfig, operation: Callable[[], T]) -> T:
         attempt += 1
 
 
-def server_message(resp: requests.Response) -> str:
-    """The server's own error text: ``code: params`` from ``{"detail": {...}}`` or the raw body."""
-    try:
-        detail = resp.json().get("detail", resp.json())
-    except ValueError:
-        return (resp.text or resp.reason or "").strip()[:500]
-    if isinstance(detail, dict) and "code" in detail:
+def server_error(body) -> tuple[str | None, str]:
+    """(error name, text) of an error body: ``{"detail": {"code": "...::Name", "params"}}`` is the
+    server's own; anything else (``{"detail": "Not Found"}``, HTML) has no name."""
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, dict) and isinstance(detail.get("code"), str):
         params = detail.get("params") or {}
-        return f"{detail['code']}" + (f" {json.dumps(params, ensure_ascii=False)}" if params else "")
-    return json.dumps(detail, ensure_ascii=False)[:500]
+        text = detail["code"] + (f" {json.dumps(params, ensure_ascii=False)}" if params else "")
+        return detail["code"].rpartition("::")[2], text[:500]
+    return None, (detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False))[:500]
+
+
+def server_message(resp: requests.Response) -> tuple[str | None, str]:
+    try:
+        return server_error(resp.json())
+    except ValueError:
+        return None, (resp.text or resp.reason or "").strip()[:500]
 
 
 class RubrixClient:
@@ -94,15 +114,18 @@ class RubrixClient:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self._key = config.rubrix_api_key
         self.session = requests.Session()
         self.session.verify = not config.rubrix_no_verify_tls
-        # Both generations' key headers; never Authorization: Bearer (servers expect a JWT there).
-        self.session.headers.update(
-            {"X-Rubrix-Api-Key": config.rubrix_api_key, "X-Argilla-Api-Key": config.rubrix_api_key,
-             "Content-Type": "application/json"}
-        )
+        self.session.headers["Content-Type"] = "application/json"
         self._info: ServerInfo | None = None
+        self._key: str | None = None
+        if config.rubrix_api_key is not None:
+            self._use_key(config.rubrix_api_key)
+
+    def _use_key(self, key: str) -> None:
+        # Both generations' key headers; never Authorization: Bearer (servers expect a JWT there).
+        self._key = key
+        self.session.headers.update({"X-Rubrix-Api-Key": key, "X-Argilla-Api-Key": key})
 
     def __repr__(self) -> str:
         return f"RubrixClient(api_url={self.config.rubrix_api_url!r}, dataset={self.config.rubrix_dataset!r})"
@@ -123,6 +146,8 @@ class RubrixClient:
     def request(self, method: str, path: str, *, params=None, data=None, json_body=None,
                 ok=(200,), auth=True) -> requests.Response:
         """One attempt. Raises RubrixError (status None for transport errors) unless ``ok``."""
+        if auth and self._key is None:  # no key given: the default of this server's generation
+            self._use_key(self.config.api_key_for(self.info().generation))
         url = self.config.rubrix_api_url + path
         try:
             resp = self.session.request(
@@ -137,10 +162,11 @@ class RubrixClient:
             ) from None
         if resp.status_code in ok:
             return resp
-        raise RubrixError(
-            self._redact(f"{method} {path} -> HTTP {resp.status_code}: {server_message(resp)}"),
-            status=resp.status_code,
-        )
+        code, text = server_message(resp)
+        hint = " (not the server's own answer: a proxy, or a server without this route)" \
+            if code is None and resp.status_code in (404, 405) else ""
+        raise RubrixError(self._redact(f"{method} {path} -> HTTP {resp.status_code}: {text}{hint}"),
+                          status=resp.status_code, code=code)
 
     # -- server and dataset -----------------------------------------------------------------------
     def info(self) -> ServerInfo:
@@ -152,12 +178,16 @@ class RubrixClient:
             elif "version" in body:
                 self._info = ServerInfo("argilla", str(body["version"]))
             else:
-                raise RubrixError(f"{self.config.rubrix_api_url} does not look like a Rubrix/Argilla server")
-            if self._info.generation == "argilla" and not self._info.version.startswith("1."):
+                raise RubrixError(f"{self.config.rubrix_api_url} does not look like a Rubrix/Argilla server",
+                                  retryable=False)
+            if self._info.generation == "argilla" and self._info.version_tuple[:1] != (1,):
+                raise RubrixError(f"Argilla {self._info.version} has no TextClassification API; zs-ray "
+                                  "supports Rubrix 0.x and Argilla 1.2 - 1.x", retryable=False)
+            if self._info.generation == "argilla" and self._info.version_tuple[:2] < (1, 2):
                 raise RubrixError(
-                    f"Argilla {self._info.version} has no TextClassification API; zs-ray supports "
-                    "Rubrix 0.x and Argilla 1.x"
-                )
+                    f"Argilla {self._info.version} has no records search endpoint (it came with Argilla 1.2), "
+                    "which zs-ray needs to check ids before sending and to read records back: upgrade the "
+                    "server to Argilla 1.2 or later", retryable=False)
         return self._info
 
     def me(self) -> dict:
@@ -165,15 +195,17 @@ class RubrixClient:
         return self.request("GET", "/api/me").json()
 
     def get_dataset(self) -> dict | None:
+        """The dataset, or None where the server says it does not exist (any other 404 is an error)."""
         try:
             return self.request("GET", f"/api/datasets/{self.config.rubrix_dataset}").json()
         except RubrixError as exc:
-            if exc.status == 404:
+            if exc.not_found:
                 return None
             raise
 
     def create_dataset(self, metadata: dict | None = None) -> bool:
-        """``POST /api/datasets`` (Argilla 1.x needs it before bulk). False if it existed (409)."""
+        """``POST /api/datasets`` (both generations), before any bulk: Argilla 1.13+ needs it, and on Rubrix
+        0.x / older Argilla concurrent first bulks would each re-create the index. False if it existed (409)."""
         body = {"name": self.config.rubrix_dataset, "task": TASK, "tags": self.config.rubrix_tags,
                 "metadata": metadata or {}}
         if self.config.rubrix_workspace:
@@ -188,24 +220,21 @@ class RubrixClient:
         return self.request("POST", path, data=body).json()
 
     # -- reading ----------------------------------------------------------------------------------
-    def iter_records(self, query: dict | None = None, page: int = ARGILLA_PAGE_MAX,
-                     retry: bool = False) -> Iterator[dict]:
+    def iter_records(self, query: dict | None = None, page: int = ARGILLA_PAGE_MAX, retry: bool = False,
+                     fields: list[str] | None = None) -> Iterator[dict]:
         """Every record matching ``query``, paging as the server generation requires. ``retry`` wraps each
-        page request in ``with_retries`` (for a read on its own; not inside an operation itself retried)."""
-        def call(*args, **kwargs):
-            return with_retries(self.config, lambda: self.request(*args, **kwargs)) if retry else \
-                self.request(*args, **kwargs)
+        page (request and reading) in ``with_retries`` (for a read on its own; not inside an operation
+        itself retried). ``fields`` limits what Argilla returns (Rubrix 0.x ``/data`` sends whole records)."""
+        def fetch(page_op):
+            return with_retries(self.config, page_op) if retry else page_op()
 
         query = query or {}
-        name = self.config.rubrix_dataset
+        base = f"/api/datasets/{self.config.rubrix_dataset}"
         if self.info().generation == "rubrix":
             last_id = None
             while True:
-                params = {"limit": page}
-                if last_id is not None:
-                    params["id_from"] = last_id
-                resp = call("POST", f"/api/datasets/{name}/{TASK}/data", params=params, json_body=query)
-                records = [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+                params = {"limit": page, **({} if last_id is None else {"id_from": last_id})}
+                records = fetch(lambda: self._stream(f"{base}/{TASK}/data", params, query))
                 yield from records
                 if len(records) < page:
                     return
@@ -214,11 +243,10 @@ class RubrixClient:
             next_idx = None
             page = min(page, ARGILLA_PAGE_MAX)
             while True:
-                body = {"query": query}
-                if next_idx is not None:
-                    body["next_idx"] = next_idx
-                data = call("POST", f"/api/datasets/{name}/records/:search", params={"limit": page},
-                            json_body=body).json()
+                body = {"query": query, **({"fields": fields} if fields else {}),
+                        **({} if next_idx is None else {"next_idx": next_idx})}
+                data = fetch(lambda: self.request("POST", f"{base}/records/:search", params={"limit": page},
+                                                  json_body=body).json())
                 records = data.get("records") or []
                 if not records:
                     return
@@ -227,17 +255,38 @@ class RubrixClient:
                 if next_idx is None:
                     return
 
-    def existing_ids(self, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the server holds now (query by ids; read-only, safe to retry).
+    def _stream(self, path: str, params: dict, query: dict) -> list[dict]:
+        """One Rubrix 0.x ``/data`` page. An error while streaming arrives as HTTP 200 and a last line
+        ``{"detail": ...}``: raised (as a 5xx: the page is worth retrying), never read as a record."""
+        resp = self.request("POST", path, params=params, json_body=query)
+        records = []
+        for line in resp.content.decode("utf-8", "replace").split("\n"):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError:
+                raise RubrixError(f"POST {path}: a torn line after {len(records)} records: {line[:80]!r}") from None
+            if not isinstance(item, dict) or ("detail" in item and "id" not in item):
+                code, text = server_error(item)
+                raise RubrixError(f"POST {path}: the stream ended in a server error after {len(records)} "
+                                  f"records: {text}", status=500, code=code)
+            records.append(item)
+        return records
 
-        A dataset that does not exist (404; Rubrix 0.x creates it on the first bulk) holds none.
-        """
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the server holds now (query by ids, asking for the id field only; read-only,
+        safe to retry). Only the server's own "not found" (the dataset is not there yet) means none: any
+        other 404 or 405 (a proxy, an unknown route) raises, so it can never lead to a resend."""
         found: set[str] = set()
         try:
             for start in range(0, len(ids), ARGILLA_PAGE_MAX):
                 part = ids[start:start + ARGILLA_PAGE_MAX]
-                found.update(str(r["id"]) for r in self.iter_records({"ids": part}))
+                for r in self.iter_records({"ids": part}, fields=["id"]):
+                    if r.get("id") is None:  # cannot tell which ids it holds: never guess "none"
+                        raise RubrixError("the id look-up answered a record without an id", retryable=False)
+                    found.add(str(r["id"]))
         except RubrixError as exc:
-            if exc.status != 404:
+            if not exc.not_found:
                 raise
         return found & set(ids)

@@ -16,7 +16,8 @@ from typing import Optional
 from zs_ray.errors import ZsRayError
 
 DEFAULT_API_URL = "http://localhost:6900"
-DEFAULT_API_KEY = "rubrix.apikey"
+# The key of a fresh server's default user, by generation: used when no key is given (flag or environment).
+DEFAULT_API_KEYS = {"rubrix": "rubrix.apikey", "argilla": "argilla.apikey"}
 DEFAULT_TAGS = {"tags": "data-annotation"}
 DATASET_NAME_RE = re.compile(r"^(?!-|_)[a-z0-9-_]+$")
 _ENV = {
@@ -39,10 +40,10 @@ class ServerConfig:
     rubrix_api_url: Optional[str] = field(default=None, metadata=_help(
         f"Server URL (default: $RUBRIX_API_URL, $ARGILLA_API_URL, else {DEFAULT_API_URL})."))
     rubrix_api_key: Optional[str] = field(default=None, repr=False, metadata=_help(
-        "API key (default: $RUBRIX_API_KEY or $ARGILLA_API_KEY, preferred: flags are visible to `ps`; "
-        f"else {DEFAULT_API_KEY})."))
+        "API key (default: $RUBRIX_API_KEY or $ARGILLA_API_KEY, preferred: flags are visible to `ps`; else "
+        "the default of a fresh server: rubrix.apikey on Rubrix 0.x, argilla.apikey on Argilla 1.x)."))
     rubrix_workspace: Optional[str] = field(default=None, metadata=_help(
-        "Workspace (default: $RUBRIX_WORKSPACE or $ARGILLA_WORKSPACE)."))
+        "Workspace (default: $RUBRIX_WORKSPACE or $ARGILLA_WORKSPACE; Argilla 1.6+ needs one)."))
     rubrix_no_verify_tls: bool = field(default=False, metadata=_help(
         "Do not verify the server's TLS certificate (self-signed test servers only)."))
     rubrix_timeout: float = field(default=60.0, metadata=_help("Seconds per HTTP request."))
@@ -56,9 +57,12 @@ class ServerConfig:
             if getattr(self, name) is None:
                 setattr(self, name, next((os.environ[e] for e in env_names if os.environ.get(e)), None))
         self.rubrix_api_url = (self.rubrix_api_url or DEFAULT_API_URL).rstrip("/")
-        if self.rubrix_api_key is None:
-            self.rubrix_api_key = DEFAULT_API_KEY
+        # A key not given stays None: the server's generation, known only once asked, chooses the default.
         self.rubrix_workspace = self.rubrix_workspace or None
+
+    def api_key_for(self, generation: str) -> str:
+        """The key to send to a server of ``generation`` ("rubrix" or "argilla")."""
+        return DEFAULT_API_KEYS[generation] if self.rubrix_api_key is None else self.rubrix_api_key
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +80,7 @@ class ServerConfig:
             )
         if not re.match(r"^https?://[^/\s]+", self.rubrix_api_url):
             raise ZsRayError(f"invalid Rubrix API URL {self.rubrix_api_url!r}: expected http(s)://host[:port]")
-        if not self.rubrix_api_key:
+        if self.rubrix_api_key is not None and not self.rubrix_api_key:
             raise ZsRayError("empty Rubrix API key: set --rubrix-api-key or RUBRIX_API_KEY")
         if self.rubrix_retries < 0:
             raise ZsRayError(f"--rubrix-retries must be >= 0, got {self.rubrix_retries}")

@@ -11,7 +11,8 @@ from zs_ray.rubrix.config import ServerConfig
 def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     """Check settings, server, key and workspace. Returns (client, info, dataset_existed).
 
-    Does not create anything. Call it before a long annotation job to fail early.
+    Refuses Argilla 1.0-1.1 (no records search: ``client.info``), and a missing workspace from Argilla 1.6,
+    where the server requires one. Does not create anything. Call it before a long annotation job to fail early.
     """
     config.validate()
     client = RubrixClient(config)
@@ -21,9 +22,12 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
             me = with_retries(config, client.me)
         except RubrixError as exc:
             if exc.status in (401, 403):
-                raise ZsRayError(f"the Rubrix server refused the API key: {exc}") from None
+                default = "" if config.rubrix_api_key is not None else (
+                    f" (no key was given, so the default {config.api_key_for(info.generation)} was tried: "
+                    "set RUBRIX_API_KEY)")
+                raise ZsRayError(f"the Rubrix server refused the API key: {exc}{default}") from None
             raise
-        if info.generation == "argilla" and info.version_tuple >= (1, 13) and not config.rubrix_workspace:
+        if info.generation == "argilla" and info.version_tuple >= (1, 6) and not config.rubrix_workspace:
             raise ZsRayError(
                 f"Argilla {info.version} needs a workspace: set --rubrix-workspace or "
                 f"RUBRIX_WORKSPACE (yours: {', '.join(me.get('workspaces') or []) or 'none'})"
@@ -36,6 +40,9 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     except RubrixError as exc:
         client.close()
         raise ZsRayError(f"Rubrix at {config.rubrix_api_url}: {exc}") from None
+    except ZsRayError:
+        client.close()
+        raise
     if existing and existing.get("task") not in (None, TASK):
         client.close()
         raise ZsRayError(f"dataset {config.rubrix_dataset} exists with task {existing.get('task')}, "

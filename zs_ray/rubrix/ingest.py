@@ -11,9 +11,14 @@ then send only the others" (``send_chunk``):
 * a sender whose process or node dies is re-run by Ray (``max_retries`` of the sender task), and that
   re-run asks first too;
 * ids in the ledger are skipped without asking; a ledger whose dataset is gone from the server is moved
-  aside.
+  aside;
+* only the server's own "not found" means "none of these ids": a 404 or 405 from a proxy or an unknown
+  route fails the chunk (``client.existing_ids``), it never leads to a send.
 
-So no stored record, and no human annotation on it, is ever replaced by a re-run.
+So no stored record, and no human annotation or status on it, is ever replaced by a re-run (Rubrix 0.x
+and Argilla < 1.7 replace a re-sent record; 1.7+ keep its annotation but reset its status to Default).
+A dataset that is not on the server is created before the first chunk, on every generation: concurrent
+first bulks into a missing Rubrix 0.x dataset each re-create its index, losing acknowledged records.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import os
 import resource
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import open_output
+from zs_ray.output import Output, open_output
 from zs_ray.rubrix import records as rec
 from zs_ray.rubrix.client import RubrixClient, RubrixError, with_retries
 from zs_ray.rubrix.config import RubrixConfig
@@ -93,7 +99,7 @@ _CLIENTS: dict[tuple, RubrixClient] = {}
 
 
 def _client_for(config: RubrixConfig) -> RubrixClient:
-    key_digest = hashlib.sha256(config.rubrix_api_key.encode()).hexdigest()
+    key_digest = hashlib.sha256((config.rubrix_api_key or "").encode()).hexdigest()
     k = (config.rubrix_api_url, config.rubrix_workspace, config.rubrix_dataset, config.rubrix_no_verify_tls,
          config.rubrix_timeout, key_digest)
     if k not in _CLIENTS:  # one keep-alive session per worker process, reused across tasks
@@ -136,7 +142,7 @@ def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes]) -> di
 # Driver
 # ---------------------------------------------------------------------------------------------
 def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, ledger: Ledger,
-            report: LogReport) -> Iterator[Chunk]:
+            report: LogReport, dropped: Counter) -> Iterator[Chunk]:
     run = uuid.uuid4().hex[:8]
     seen: set[str] = set()
     ids: list[str] = []
@@ -153,7 +159,7 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, le
 
     columns = list({"id", "labels", "scores", spec.text_field, *spec.metadata_fields})
     for batch in dataset.to_batches(columns=columns, batch_size=4096):
-        for record in rec.build_records(batch, spec):
+        for record in rec.build_records(batch, spec, dropped):
             report.rows += 1
             if record is None:
                 report.skipped_empty += 1
@@ -179,16 +185,16 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, le
         yield cut()
 
 
-def log_output(output: str | os.PathLike, config: RubrixConfig) -> LogReport:
-    """Log every predicted row of the job output ``output`` (a path or URI) to ``config.rubrix_dataset``;
-    safe to run again.
+def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> LogReport:
+    """Log every predicted row of the job output ``output`` (a path or URI, or an ``Output`` already open:
+    the job's files so far, while it runs) to ``config.rubrix_dataset``; safe to run again.
 
     Raises ZsRayError for bad settings or input (before anything is sent). Delivery failures do
     not raise: they are counted in the returned report (``report.ok`` is then False).
     """
     t0, cpu0 = time.monotonic(), _self_cpu()
     config.validate()
-    out = open_output(str(output))
+    out = output if isinstance(output, Output) else open_output(str(output))
     spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, config.rubrix_agent)
     for w in warnings:
         log.warning(w)
@@ -199,13 +205,16 @@ def log_output(output: str | os.PathLike, config: RubrixConfig) -> LogReport:
     ledger = Ledger.open(config.rubrix_ledger or default_path(out, identity), identity, reset=not existed)
     report.ledger = str(ledger.path)
     try:
-        if info.generation == "argilla" and not existed:
+        if not existed:  # before any chunk, on every generation (see ``RubrixClient.create_dataset``)
             try:
                 with_retries(config, client.create_dataset)
             except RubrixError as exc:
                 raise ZsRayError(f"cannot create dataset {config.rubrix_dataset}: {exc}") from None
         expected = int(out.manifest.get("rows", 0)) - int(out.manifest.get("skipped", 0))
-        _send_all(_chunks(out.dataset, spec, config, ledger, report), config, ledger, report, expected)
+        dropped: Counter = Counter()
+        _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped), config, ledger, report, expected)
+        report.warnings += [f"metadata field {f!r}: {n} NaN or infinite values left out of their records' "
+                            "metadata (missing there)" for f, n in sorted(dropped.items())]
     finally:
         ledger.close()
         client.close()

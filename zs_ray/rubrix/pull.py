@@ -1,8 +1,12 @@
 """Read every record of a Rubrix dataset back (prediction, annotation, annotator, status) to Parquet.
 
 Pages with ``/TextClassification/data`` + ``id_from`` on Rubrix 0.x and ``records/:search`` +
-``next_idx`` on Argilla 1.x (never ``:search?from=``, which stops at 10,000 records). The Parquet
-file is written page by page to a temporary name and renamed when complete.
+``next_idx`` on Argilla 1.x (never ``:search?from=``, which stops at 10,000 records). The rows are the
+same on every server: Rubrix 0.x streams records as sent (labels ``{"class", "score"}``), Argilla 1.2+
+returns the stored documents (labels ``{"class_label", "score"}``, agents also as ``{agent: {...}}``
+maps and ``annotated_by``). A missing or null status is kept as null. The Parquet file is written page
+by page to a temporary name and renamed when complete: an error (also one inside a ``/data`` stream)
+leaves no file.
 """
 
 from __future__ import annotations
@@ -44,18 +48,28 @@ class PullReport:
     status: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
-        st = ", ".join(f"{k} {v}" for k, v in sorted(self.status.items()))
+        st = ", ".join(f"{k or 'no status'} {v}" for k, v in sorted(self.status.items(), key=lambda kv: kv[0] or ""))
         return f"pulled {self.rows} records of {self.dataset} to {self.path} ({st or 'none'})"
 
 
 def _one(value, agent_key: str = "agent") -> tuple[dict | None, str | None]:
     """A prediction/annotation as stored, or the first of an ``{agent: {...}}`` mapping."""
-    if not value:
+    if not value or not isinstance(value, dict):
         return None, None
     if "labels" in value:
         return value, value.get(agent_key)
     agent, inner = next(iter(value.items()))
-    return inner, inner.get("agent", agent)
+    return (inner, inner.get("agent") or agent) if isinstance(inner, dict) else (None, None)
+
+
+def _labels(value: dict | None) -> tuple[list | None, list | None]:
+    """(classes, scores) of a prediction/annotation; a label is {"class"} as sent (Rubrix 0.x) or
+    {"class_label"} as stored (Argilla 1.2+)."""
+    if value is None:
+        return None, None
+    labels = value.get("labels") or []
+    classes = [str(x["class"] if "class" in x else x.get("class_label")) for x in labels]
+    return classes, [float(x.get("score", 1.0)) for x in labels]
 
 
 def _text(v) -> str:
@@ -68,17 +82,20 @@ def to_row(r: dict) -> dict:
     pred, pred_agent = _one(r.get("prediction") or r.get("predictions"))
     ann, ann_agent = _one(r.get("annotation") or r.get("annotations"))
     meta = r.get("metadata") or {}
+    pred_labels, pred_scores = _labels(pred)
+    ann_labels, _ = _labels(ann)
+    status = r.get("status")
     return {
         "id": str(r.get("id")),
         "text": inputs.get("text", next(iter(inputs.values()), None)) if inputs else None,
         "inputs": [(k, _text(v)) for k, v in inputs.items()],
-        "prediction_labels": [x["class"] for x in pred["labels"]] if pred else None,
-        "prediction_scores": [float(x.get("score", 1.0)) for x in pred["labels"]] if pred else None,
-        "prediction_agent": pred_agent or r.get("prediction_agent"),
-        "annotation_labels": [x["class"] for x in ann["labels"]] if ann else None,
-        "annotation_agent": ann_agent or r.get("annotation_agent")
-        or (r.get("annotated_by") or [None])[0] if ann else None,
-        "status": r.get("status"),
+        "prediction_labels": pred_labels,
+        "prediction_scores": pred_scores,
+        "prediction_agent": pred_agent or (r.get("predicted_by") or [None])[0] or r.get("prediction_agent")
+        if pred else None,
+        "annotation_labels": ann_labels,
+        "annotation_agent": ann_agent or (r.get("annotated_by") or [None])[0] if ann else None,
+        "status": str(status) if status is not None else None,
         "multi_label": r.get("multi_label"),
         "metadata": [(k, _text(v)) for k, v in meta.items() if v is not None],
     }

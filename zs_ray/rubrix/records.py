@@ -5,13 +5,22 @@ scores)), prediction_agent=model, metadata={"topic": ...})``; the REST form of t
 ``{"id", "inputs": {"text": ...}, "prediction": {"agent", "labels": [{"class", "score"}]},
 "metadata", "multi_label"}``. Everything the server would refuse or silently cut is checked here,
 before anything is sent.
+
+Metadata values are made JSON the server takes: dates and times become ISO 8601 strings, decimals
+numbers; NaN and infinite floats (Elasticsearch answers 500 to them) are left out of that record's
+metadata, as missing values are, and counted for a warning. Columns that cannot be metadata (binary,
+nested, durations) or whose strings the server would cut (> 128 characters) are left out with a warning,
+or refused before any work when named in ``--rubrix-metadata-fields``.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -50,9 +59,9 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
               agent: str | None) -> tuple[RecordSpec, list[str]]:
     """Check the manifest and the columns; choose metadata fields. Returns (spec, warnings).
 
-    With ``metadata_fields`` None, every other scalar source column becomes metadata unless some
-    value is longer than the server keeps (128 chars): such a column is left out with a warning.
-    Named fields must fit, or this raises: the server would cut them silently.
+    With ``metadata_fields`` None, every other source column becomes metadata unless its type cannot be
+    (binary, nested, ...) or some value is longer than the server keeps (128 chars): such a column is
+    left out with a warning. Named fields must fit, or this raises: the server would cut them silently.
     """
     names = dataset.schema.names
     text_field = manifest.get("text_field")
@@ -77,22 +86,22 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
             raise ZsRayError(f"metadata field(s) {unknown} are not columns of the output ({names})")
         fields = list(metadata_fields)
     else:
-        fields = [
-            f for f in names
-            if f not in ADDED_COLUMNS and f != text_field
-            and not pa.types.is_nested(dataset.schema.field(f).type)
-        ]
-    string_fields = [f for f in fields if pa.types.is_string(dataset.schema.field(f).type)
-                     or pa.types.is_large_string(dataset.schema.field(f).type)]
-    longest = _max_lengths(dataset, string_fields)
+        fields = [f for f in names if f not in ADDED_COLUMNS and f != text_field]
+    kinds = {f: metadata_kind(dataset.schema.field(f).type) for f in fields}
+    longest = _max_lengths(dataset, [f for f in fields if kinds[f] == "string"])
     for f in list(fields):
-        if longest.get(f, 0) > MAX_METADATA_VALUE:
+        if kinds[f] is None:
+            msg = (f"metadata field {f!r} is {dataset.schema.field(f).type}, which metadata cannot hold "
+                   "(strings, numbers, booleans, dates and times can)")
+        elif longest.get(f, 0) > MAX_METADATA_VALUE:
             msg = (f"metadata field {f!r} has values up to {longest[f]} characters; the server cuts "
                    f"metadata values at {MAX_METADATA_VALUE}")
-            if explicit:
-                raise ZsRayError(msg + ": leave it out of --rubrix-metadata-fields")
-            warnings.append(msg + "; it is not logged as metadata")
-            fields.remove(f)
+        else:
+            continue
+        if explicit:
+            raise ZsRayError(msg + ": leave it out of --rubrix-metadata-fields")
+        warnings.append(msg + "; it is not logged as metadata")
+        fields.remove(f)
     if len(fields) > MAX_METADATA_KEYS:
         raise ZsRayError(
             f"{len(fields)} metadata fields exceed the server's limit of {MAX_METADATA_KEYS} per "
@@ -102,20 +111,47 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
     return spec, warnings
 
 
+def metadata_kind(t: pa.DataType) -> str | None:
+    """How values of type ``t`` become metadata: "string" (length-checked), "value" (JSON number or bool;
+    floats checked one by one), "iso" (dates and times: ISO strings), or None (they cannot)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) \
+            or pa.types.is_decimal(t) or pa.types.is_null(t):
+        return "value"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t):
+        return "iso"
+    return None
+
+
+def metadata_value(v):
+    """A metadata value as JSON the server takes; None for a missing one (None, NaN, infinite)."""
+    if isinstance(v, (datetime.date, datetime.time)):  # datetime is a date
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        v = float(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def _max_lengths(dataset: pds.Dataset, columns: list[str]) -> dict[str, int]:
     longest = dict.fromkeys(columns, 0)
     if not columns:
         return longest
     for batch in dataset.to_batches(columns=columns):
         for c in columns:
-            m = pc.max(pc.utf8_length(batch.column(c))).as_py()
+            m = pc.max(pc.utf8_length(batch.column(c).cast(pa.string()))).as_py()
             if m is not None and m > longest[c]:
                 longest[c] = m
     return longest
 
 
-def build_records(batch: pa.RecordBatch, spec: RecordSpec) -> Iterator[dict | None]:
-    """One record per row, or None for a row without a prediction (empty text: not logged)."""
+def build_records(batch: pa.RecordBatch, spec: RecordSpec, dropped: Counter | None = None) -> Iterator[dict | None]:
+    """One record per row, or None for a row without a prediction (empty text: not logged). NaN and
+    infinite metadata values are left out, counted by field in ``dropped``."""
     cols = {name: batch.column(name).to_pylist()
             for name in {"id", "labels", "scores", spec.text_field, *spec.metadata_fields}}
     for i in range(batch.num_rows):
@@ -128,7 +164,13 @@ def build_records(batch: pa.RecordBatch, spec: RecordSpec) -> Iterator[dict | No
             raise ZsRayError(f"row {i} of a batch has a prediction but no id")
         rid = str(rid)
         check_prediction(rid, labels, scores, spec.multi_label)
-        metadata = {f: cols[f][i] for f in spec.metadata_fields if cols[f][i] is not None}
+        metadata = {}
+        for f in spec.metadata_fields:
+            v = metadata_value(cols[f][i])
+            if v is not None:
+                metadata[f] = v
+            elif cols[f][i] is not None and dropped is not None:
+                dropped[f] += 1
         yield {
             "id": rid,
             "inputs": {"text": str(text)},
@@ -156,7 +198,7 @@ def check_prediction(rid: str, labels: list, scores: list, multi_label: bool) ->
 
 def encode(record: dict) -> bytes:
     """Compact UTF-8 JSON of one record (a chunk body is these joined, see ``bulk_body``)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def bulk_body(encoded: list[bytes], tags: dict[str, str]) -> bytes:
