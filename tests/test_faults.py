@@ -35,7 +35,7 @@ from tests.test_autoscale import ENV, _free_port, _kill_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ACTOR = "ray::MapWorker(MapBatches(ModelStage))"
-ROWS = 6000
+ROWS = 8000
 CHECK_EVERY = 6  # rows compared with the engine: every 6th (~40 in each 256-row batch; all 6000 take ~40 s here)
 
 
@@ -245,7 +245,7 @@ def test_second_node_killed_mid_run_every_row_once(tmp_path, articles, nli_model
         with _reaped(_annotate(articles, out, "--model", nli_model, "--num-workers", "2", "--cpus-per-worker", "0",
                                "--resources-per-worker", '{"model_slot": 1}', ray_address=cluster.address,
                                log_dir=str(tmp_path))) as job:
-            _busy_model_actor(cluster.second.pid, job)
+            _busy_model_actor(cluster.second.pid, job, busy_s=0.5)
             killed_at = time.monotonic() - start
             on_head = set(_model_actors(cluster.head.pid))  # the live actor (unless already released)
             node = _processes(cluster.second.pid)

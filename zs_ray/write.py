@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import ID_COLUMN, ROWS_PER_FILE, count_rows, filesystem, write_manifest
+from zs_ray.output import ID_COLUMN, MANIFEST, ROWS_PER_FILE, count_rows, filesystem, write_manifest
 
 WRITE_CPUS = 0.25  # a write task mostly waits on encoding and I/O
 RUN_FILE = "run.json"
@@ -55,12 +55,14 @@ def prepare_output(output: str, overwrite: bool, run: dict) -> OutputTarget:
     except (ImportError, ValueError) as exc:
         raise ZsRayError(f"--output {output}: {exc}") from None
     exists = fs.exists(path)
+    target = OutputTarget(output, fs, path, exists, run)
     if exists:
         if not fs.isdir(path):
             raise ZsRayError(f"--output {output} exists and is not a directory")
-        if fs.ls(path) and not overwrite:
+        interrupted = (not fs.exists(posixpath.join(path, MANIFEST)) and fs.exists(target.partial)
+                       and _read_run(fs, target.partial) == run)  # a publish to an object store cut short
+        if fs.ls(path) and not overwrite and not interrupted:
             raise ZsRayError(f"--output {output} is not empty: pass --overwrite to replace it")
-    target = OutputTarget(output, fs, path, exists, run)
     if fs.exists(target.partial):
         if overwrite:
             fs.rm(target.partial, recursive=True)
@@ -115,8 +117,7 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callabl
         fs.rm(partial, recursive=True)  # not a state to resume from
         raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
     before_publish()
-    _publish(target, data)
-    write_manifest(fs, target.path, {**manifest(), "rows": rows, "skipped": skipped})
+    _publish(target, data, {**manifest(), "rows": rows, "skipped": skipped})
     fs.rm(partial, recursive=True)
     return rows, skipped
 
@@ -134,18 +135,21 @@ def committed_files(target: OutputTarget) -> list[str]:
                   and posixpath.basename(f).rsplit("-", 1)[0] in stems)
 
 
-def _publish(target: OutputTarget, data: str) -> None:
-    """The data files into ``--output`` (a rename on a local disk, with what else ``data/`` holds, such as
-    the ledger of records logged while the job ran; copies on an object store), replacing an old output
-    (``--overwrite``)."""
+def _publish(target: OutputTarget, data: str, manifest: dict) -> None:
+    """The data files and the manifest into ``--output``, replacing an old output (``--overwrite``). On a
+    local disk: the manifest into ``data/``, then one rename (with what else ``data/`` holds, such as the
+    ledger of records logged while the job ran): no moment shows an output without its manifest. On an
+    object store: the files copied, then the manifest, last; a kill in between leaves files without a
+    manifest, which readers refuse and the next run of the same settings replaces (``prepare_output``)."""
     fs = target.fs
-    if target.exists:
-        fs.rm(target.path, recursive=True)
     local = target.ray_path(data) == data
+    if local:
+        write_manifest(fs, data, manifest)
+    if target.exists or fs.exists(target.path):
+        fs.rm(target.path, recursive=True)
     if local:
         fs.mv(data, target.path, recursive=True)
         return
     files = [f for f in fs.find(data) if f.endswith(".parquet")]  # not the directory markers of object stores
     fs.copy(files, [posixpath.join(target.path, posixpath.relpath(f, data)) for f in files])
-    if not fs.exists(target.path):  # an empty run: no data file, the directory is the manifest's
-        fs.makedirs(target.path, exist_ok=True)
+    write_manifest(fs, target.path, manifest)
