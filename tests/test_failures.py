@@ -75,11 +75,10 @@ def committed_checkpoints(partial: Path) -> list:
     return [p for p in (partial / "checkpoint").glob("*.parquet") if not p.name.endswith(".pending.parquet")]
 
 
-@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C"),
-                                             (signal.SIGKILL, -9, None)])
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
 def test_stopped_or_killed_mid_run_then_the_same_command_finishes(tmp_path, long_input, nli_model, sig, code, name):
-    """Stopped (one line, no traceback) or killed once some files are written: nothing looks complete, the
-    partial run is kept hidden, and the same command again finishes it without computing those rows again."""
+    """Stopped once some files are written: one line, no traceback, nothing looks complete, the partial
+    run is kept hidden, and the same command again finishes it."""
     out = tmp_path / "out"
     partial = tmp_path / ".out.zs-ray-partial"
     args = ["annotate", "--dataset", str(long_input), "--split", "train", "--model", nli_model, "--output",
@@ -97,10 +96,8 @@ def test_stopped_or_killed_mid_run_then_the_same_command_finishes(tmp_path, long
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, stderr[-3000:]
-    if name:
-        assert stderr.strip().splitlines()[-1] == (f"zs-ray: stopped by {name}; run the same command again "
-                                                   "to resume"), stderr[-3000:]
-        assert "Traceback" not in stderr + stdout
+    assert stderr.strip().splitlines()[-1] == f"zs-ray: stopped by {name}; run the same command again to resume"
+    assert "Traceback" not in stderr + stdout
     assert not out.exists()  # nothing that looks like an output
     done = sum(pq.read_metadata(p).num_rows for p in committed_checkpoints(partial))
     assert 0 < done <= 8000  # on a loaded machine the last file may commit before the signal lands
@@ -114,7 +111,71 @@ def test_stopped_or_killed_mid_run_then_the_same_command_finishes(tmp_path, long
     assert list(tmp_path.iterdir()) == [out]  # the partial run is gone once published
 
 
-def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path, capsys, nli_model):
+class CountingModelStage:
+    """The job's model stage, also appending the ids it classifies to $ZS_RAY_TEST_IDS (run in Ray's
+    workers: see ``_counting_cli``)."""
+
+    def __init__(self, *args, **kwargs):
+        from zs_ray.predict import ModelStage
+
+        self.stage = ModelStage(*args, **kwargs)
+
+    def __call__(self, batch):
+        out = self.stage(batch)
+        with open(os.environ["ZS_RAY_TEST_IDS"], "a", encoding="utf-8") as fh:
+            fh.write(" ".join(out.column("id").to_pylist()) + "\n")
+        return out
+
+
+def _counting_cli(args, ids_file):
+    code = ("import sys, zs_ray.pipeline, zs_ray.cli, tests.test_failures as t\n"
+            "zs_ray.pipeline.ModelStage = t.CountingModelStage\n"
+            "sys.exit(zs_ray.cli.main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "ZS_RAY_TEST_IDS": str(ids_file)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_driver_killed_half_way_then_the_rows_done_are_not_computed_again(tmp_path, nli_model):
+    """SIGKILL once half of 20,000 rows are committed; the same command again classifies exactly the rows
+    that were not committed (counted in the model stage), and the output holds every id once."""
+    rows = 20000
+    data = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pylist(mlsum_rows(rows, seed=8)), data, row_group_size=1000)
+    out, partial = tmp_path / "out", tmp_path / ".out.zs-ray-partial"
+    args = ["annotate", "--dataset", str(data), "--split", "train", "--model", nli_model, "--output", str(out),
+            "--precision", "fp32"]
+
+    def committed_ids() -> set:
+        return {i for p in committed_checkpoints(partial) for i in pq.read_table(p).column("id").to_pylist()}
+
+    proc = _counting_cli(args, tmp_path / "ids-1.txt")
+    try:
+        deadline = time.monotonic() + 240
+        while len(committed_ids()) < rows // 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = committed_ids()
+    assert rows // 2 <= len(done) < rows and not out.exists()
+
+    again = _counting_cli(args, tmp_path / "ids-2.txt")
+    stdout, stderr = again.communicate(timeout=400)
+    assert again.returncode == 0, stderr[-3000:]
+    classified_again = set((tmp_path / "ids-2.txt").read_text().split())
+    every = {f"big-{i:07d}" for i in range(rows)}
+    assert classified_again == every - done  # nothing committed before the kill is computed again
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert len(ids) == rows and set(ids) == every  # every row exactly once
+
+
+def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(ray_local, tmp_path, capsys, nli_model):
     """An unfinished run is never mixed with other settings."""
     from zs_ray.write import RUN_FILE
 
@@ -130,3 +191,6 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path
     assert err.startswith("zs-ray: error: an unfinished run with other settings (") and err.count("\n") == 1
     assert "model: 'another/model' -> " in err and "--overwrite to start over" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.zs-ray-partial", "d.parquet"]
+    assert main(args + ["--overwrite"]) == 0  # the unfinished run is dropped, the new one completes
+    assert pq.read_table(tmp_path / "out").num_rows == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "out"]
