@@ -45,42 +45,34 @@ class Capacity:
 
 
 def cluster_capacity() -> Capacity:
-    """The connected cluster's ``Capacity`` (call after ray.init)."""
-    import ray
-
-    alive = [_strip(n["Resources"]) for n in ray.nodes() if n["Alive"]]
-    config = _autoscaling_config()
-    types = [t.get("resources") or {} for t in (config or {}).get("available_node_types", {}).values()]
-    return Capacity(_strip(ray.cluster_resources()), max_cluster_resources(config),
-                    tuple(alive + [{k: float(v) for k, v in t.items()} for t in types]))
-
-
-def max_cluster_resources(config: Optional[dict] = None) -> dict[str, float]:
-    """The sum, per resource, of the most the connected cluster can ever have (call after ray.init);
-    ``config``: its autoscaling config, when already read."""
+    """The connected cluster's ``Capacity`` (call after ray.init). The autoscaling config is read once."""
     import ray
 
     now = _strip(ray.cluster_resources())
+    alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    config = _autoscaling_config()
+    types = [t.get("resources") or {} for t in (config or {}).get("available_node_types", {}).values()]
+    nodes = tuple([_strip(n) for n in alive] + [{k: float(v) for k, v in t.items()} for t in types])
     workers = _max_worker_resources(config)
     if workers is None:
-        return now
-    head = next((_strip(n["Resources"]) for n in ray.nodes() if n["Alive"] and _HEAD in n["Resources"]), {})
+        return Capacity(now, now, nodes)
+    head = next((_strip(n) for n in alive if _HEAD in n), {})
     total = {k: head.get(k, 0.0) + workers.get(k, 0.0) for k in head.keys() | workers.keys()}
-    return {k: max(total.get(k, 0.0), now.get(k, 0.0)) for k in total.keys() | now.keys()}
+    return Capacity(now, {k: max(total.get(k, 0.0), now.get(k, 0.0)) for k in total.keys() | now.keys()}, nodes)
 
 
 def _strip(resources: dict) -> dict[str, float]:
     return {k: float(v) for k, v in resources.items() if not k.startswith("node:")}
 
 
-def _max_worker_resources(config: Optional[dict] = None) -> Optional[dict[str, float]]:
-    """Worker nodes' resources at their max counts, or None when no autoscaler config is found."""
+def _max_worker_resources(config: Optional[dict]) -> Optional[dict[str, float]]:
+    """Worker nodes' resources at their max counts (what the GCS reports, else from ``config``), or None
+    when neither is there."""
     import ray._private.state
 
     reported = ray._private.state.state.get_max_resources_from_cluster_config()
     if reported:
         return {k: float(v) for k, v in reported.items()}
-    config = config or _autoscaling_config()
     return _from_autoscaling_config(config) if config else None
 
 

@@ -33,7 +33,6 @@ class LiveLog:
     def __init__(self, target: OutputTarget, rubrix: RubrixConfig, manifest: dict, interval_s: float = INTERVAL_S):
         self.target, self.rubrix, self.manifest, self.interval_s = target, rubrix, manifest, interval_s
         self.logged: set[str] = set()
-        self.sent = 0
         self.error: Optional[str] = None
         self._stop = threading.Event()
         self._last_pass = True
@@ -72,6 +71,5 @@ class LiveLog:
             log.warning("logging while predicting stopped (%s); the rest is logged at the end", self.error)
             return
         self.logged.update(new)
-        self.sent += report.sent
         if not report.ok:
             self.error = "; ".join(report.errors)

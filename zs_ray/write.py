@@ -77,13 +77,18 @@ def prepare_output(output: str, overwrite: bool, run: dict) -> OutputTarget:
     return target
 
 
+def _committed_checkpoints(fs, partial: str) -> list[str]:
+    """Ray Data's committed checkpoint files (a pending one ends in ``.pending.parquet``)."""
+    checkpoint = posixpath.join(partial, "checkpoint")
+    return [f for f in (fs.find(checkpoint) if fs.exists(checkpoint) else [])
+            if f.endswith(".parquet") and not f.endswith(".pending.parquet")]
+
+
 def _checkpointed_rows(fs, partial: str) -> int:
     """Rows whose ids Ray Data's checkpoint holds as committed: what a resumed run skips."""
     import pyarrow.dataset as pads
 
-    checkpoint = posixpath.join(partial, "checkpoint")
-    files = [f for f in (fs.find(checkpoint) if fs.exists(checkpoint) else [])
-             if f.endswith(".parquet") and not f.endswith(".pending.parquet")]
+    files = _committed_checkpoints(fs, partial)
     return pads.dataset(files, filesystem=fs, format="parquet").count_rows() if files else 0
 
 
@@ -125,12 +130,10 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callabl
 def committed_files(target: OutputTarget) -> list[str]:
     """The data files of the unfinished run whose checkpoints are committed: complete, and never written
     again (a data file is named after its checkpoint: ``<checkpoint stem>-<n>.parquet``)."""
-    fs, partial = target.fs, target.partial
-    checkpoint, data = posixpath.join(partial, "checkpoint"), posixpath.join(partial, "data")
-    if not fs.exists(checkpoint) or not fs.exists(data):
+    fs, data = target.fs, posixpath.join(target.partial, "data")
+    stems = {posixpath.basename(f)[:-len(".parquet")] for f in _committed_checkpoints(fs, target.partial)}
+    if not stems or not fs.exists(data):
         return []
-    stems = {posixpath.basename(f)[:-len(".parquet")] for f in fs.find(checkpoint)
-             if f.endswith(".parquet") and not f.endswith(".pending.parquet")}
     return sorted(f for f in fs.find(data) if f.endswith(".parquet")
                   and posixpath.basename(f).rsplit("-", 1)[0] in stems)
 
