@@ -90,9 +90,9 @@ def stage_rates(model: str, texts_per_set: int = 512, repeats: int = 3) -> list[
                   for i in range(0, len(texts), TEXTS_PER_TOKENIZE_BATCH)]
         rates = {}
         for how in ("once per text (zs-ray)", "once per label (pipeline's call)"):
-            stage = TokenizeStage(model, LABELS, TEMPLATE, "text")
+            stage = TokenizeStage({None: {"model": model, "labels": LABELS, "hypothesis_template": TEMPLATE}}, "text")
             if how.startswith("once per label"):
-                stage.encoder.template = None
+                stage.encoders[None].template = None
             stage(blocks[0])  # warm-up; the first call also checks the joined pairs against the tokenizer's
             best = float("inf")
             for _ in range(repeats):

@@ -62,3 +62,20 @@ def pipeline_factory():
         return cache[model]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def argilla2(tmp_path_factory, request):
+    """The real argilla-server 2.8 (tests/argilla2_server), started once per session; tests use their own
+    dataset and user names."""
+    from tests.argilla2_server import Argilla2Server, ServerFailed
+
+    srv = Argilla2Server(tmp_path_factory.mktemp("argilla2"))
+    try:
+        srv.launch()
+        request.getfixturevalue("ray_local")  # the local Ray starts while the server does
+        srv.wait()
+    except ServerFailed as exc:
+        pytest.fail(f"the argilla-server 2.8 test server did not start: {exc}", pytrace=False)
+    yield srv
+    srv.stop()

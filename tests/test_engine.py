@@ -73,27 +73,6 @@ def test_single_string_input_returns_one_dict(nli_model, pipeline_factory):
     assert_same([out], [reference])
 
 
-def test_auto_precision_agrees_with_fp32(nli_model):
-    """auto is bf16 on CPUs with native bf16 (this one), fp32 elsewhere: scores within 0.1, and the top label
-    agrees wherever fp32's top-1 margin is at least 0.05 (and on >= 80% of all texts).
-
-    The tiny fixture is built to be hard: half of its top-1 margins are under 0.05, and any bf16 engine
-    (the seed's included) flips 9-13% of those near-ties, depending on the build, so raw agreement alone
-    sits right at 90% and cannot carry a fixed bound."""
-    texts = [r["summary"] for r in mlsum_rows(120, seed=3)]
-    exact = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(texts)
-    auto = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="auto")
-    fast = auto(texts)
-    same = [a["labels"][0] == b["labels"][0] for a, b in zip(exact, fast)]
-    margins = [a["scores"][0] - a["scores"][1] for a in exact]
-    clear = [s for s, m in zip(same, margins) if m >= 0.05]
-    assert len(clear) >= 30, "fixture not discriminative enough for this check"
-    assert all(clear), (auto.precision, sum(clear), len(clear))
-    assert np.mean(same) >= 0.8, (auto.precision, np.mean(same))
-    diff = max(abs(by_label(a)[k] - v) for a, b in zip(exact, fast) for k, v in by_label(b).items())
-    assert diff < 0.1, (auto.precision, diff)
-
-
 @pytest.mark.parametrize("max_tokens", [1, 150, 700])
 def test_token_budget_batches_equal_pipeline(nli_model, pipeline_factory, max_tokens):
     """Batches cut by a padded-token budget (long pairs alone, short ones many together) change nothing in fp32."""

@@ -133,7 +133,8 @@ def _reaped(job: subprocess.Popen):
 
 
 def _assert_every_row_once_as_the_engine(out, data, nli_model):
-    from zs_ray import AnnotateConfig, ZeroShotClassifier
+    from zs_ray import ZeroShotClassifier
+    from zs_ray.presets import TUTORIAL  # the settings of a run without --labels/--hypothesis-template
 
     rows = pq.read_table(out, columns=["id", "labels", "scores"]).to_pylist()
     stem = os.path.splitext(os.path.basename(data))[0]
@@ -141,8 +142,7 @@ def _assert_every_row_once_as_the_engine(out, data, nli_model):
     by_id = {r["id"]: r for r in rows}
     texts = pq.read_table(data, columns=["text"]).column("text").to_pylist()
     checked = range(0, ROWS, CHECK_EVERY)
-    config = AnnotateConfig(output="-")
-    expected = ZeroShotClassifier(nli_model, config.labels, config.hypothesis_template, precision="fp32")(
+    expected = ZeroShotClassifier(nli_model, TUTORIAL.labels, TUTORIAL.hypothesis_template, precision="fp32")(
         [texts[i] for i in checked])
     for i, exp in zip(checked, expected):
         got = by_id[f"{stem}-{i:07d}"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from zs_ray.errors import ZsRayError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def parse_labels(value: Any) -> tuple[str, ...]:
@@ -37,3 +37,16 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ZsRayError(f"unknown --precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     return precision
+
+
+def load_yaml(path: str, flag: str):
+    """The YAML document of ``path`` (a file named by ``flag``), or a one-line error."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except OSError as exc:
+        raise ZsRayError(f"cannot read {flag} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ZsRayError(f"{flag} {path} is not valid YAML: {str(exc).strip().splitlines()[0]}") from None

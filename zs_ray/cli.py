@@ -27,8 +27,11 @@ from zs_ray.errors import ZsRayError
 DESCRIPTIONS = {
     "annotate": "classify a dataset split with a zero-shot NLI model on Ray; write Parquet (and log it "
                 "with --rubrix-dataset)",
-    "log": "log an annotation-job output to Rubrix / Argilla 1.x, exactly once (resumable)",
+    "log": "log an annotation-job output to Rubrix / Argilla (1.x or 2.x), exactly once (resumable)",
     "pull": "read a dataset's records and annotations back from the server into one Parquet file",
+    "evaluate": "score the predictions against human (pulled) or gold labels: metrics.json + report.html",
+    "thresholds": "per label, the lowest score threshold whose precision reaches a target (lower bound)",
+    "bulk-label": "annotate the records above per-label thresholds on the server (dry run; --apply, --undo)",
 }
 
 
@@ -92,6 +95,8 @@ def run_annotate(config, rubrix) -> int:
 
     summary = annotate(config, rubrix if rubrix.enabled else None)
     print(summary, flush=True)
+    if config.dry_run:
+        return 0
     if summary.log_error:
         print(f"zs-ray: error: logging to {rubrix.rubrix_dataset} failed: {summary.log_error}; the predictions "
               f"are complete in {config.output}: `zs-ray log --input {config.output}` with the same "
@@ -101,9 +106,9 @@ def run_annotate(config, rubrix) -> int:
 
 
 def run_log(settings, rubrix) -> int:
-    from zs_ray.rubrix import log_output
+    from zs_ray.logstage import log_run
 
-    return report_log(log_output(settings.input, rubrix))
+    return report_log(log_run(settings.input, rubrix))
 
 
 def run_pull(settings, server) -> int:
@@ -122,16 +127,43 @@ def report_log(report) -> int:
     return 0 if report.ok else 1
 
 
-RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull}
+def run_evaluate(settings) -> int:
+    from zs_ray.workflow.evaluate import evaluate, summary
+
+    print(summary(evaluate(settings), settings.output), flush=True)
+    return 0
+
+
+def run_thresholds(settings) -> int:
+    from zs_ray.workflow.thresholds import table, thresholds
+
+    result = thresholds(settings)
+    if settings.output == "-":
+        print(json.dumps(result, indent=2, ensure_ascii=False), flush=True)
+    else:
+        print(table(result, settings.output), flush=True)
+    return 0
+
+
+def run_bulk_label(settings, server) -> int:
+    from zs_ray.workflow.bulk import bulk_label
+
+    report = bulk_label(settings, server)
+    print(report.summary(), flush=True)
+    return 0 if report.ok else 1
+
+
+RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
+           "thresholds": run_thresholds, "bulk-label": run_bulk_label}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        usage = "usage: zs-ray {annotate,log,pull} [--help] [flags]\n\n" + "\n".join(
-            f"  {name:9} {text}" for name, text in DESCRIPTIONS.items())
+        usage = f"usage: zs-ray {{{','.join(DESCRIPTIONS)}}} [--help] [flags]\n\n" + "\n".join(
+            f"  {name:11} {text}" for name, text in DESCRIPTIONS.items())
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"zs-ray: error: unknown command {argv[0]!r}: choose annotate, log or pull", file=sys.stderr)
+            print(f"zs-ray: error: unknown command {argv[0]!r}: choose {', '.join(DESCRIPTIONS)}", file=sys.stderr)
             return 2
         print(usage)
         return 0 if argv else 2

@@ -24,8 +24,8 @@ from typing import Literal, Optional, Union
 from zs_ray.checks import check_precision, check_template, parse_labels
 from zs_ray.errors import ZsRayError
 from zs_ray.rubrix.config import RubrixConfig, ServerConfig
+from zs_ray.workflow.config import BulkLabelConfig, EvaluateConfig, ThresholdsConfig
 
-DEFAULT_LABELS = ("política", "cultura", "sociedad", "economia", "deportes", "ciencia y tecnología")
 _POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
@@ -43,21 +43,29 @@ class AnnotateConfig:
         "Hub dataset id, local directory laid out like a Hub Parquet dataset, fsspec URI, or one .parquet/"
         ".jsonl/.json file."))
     config: Optional[str] = field(default="es", metadata=_help(
-        "Dataset config (MLSum's language); ignored by datasets without configs."))
+        "Dataset config(s) (MLSum's languages): one (es), several (es,de), or all; ignored by datasets "
+        "without configs. Several configs are one run and one output; each config gets its preset."))
     split: str = field(default="test[0:500]", metadata=_help(
-        "Split in datasets' syntax: test, test[0:500], test[:10%%], train+validation."))
+        "Split in datasets' syntax, applied to each config: test, test[0:500], test[:10%%], train+validation, "
+        "or all (every split of the config)."))
     text_field: str = field(default="summary", metadata=_help("Column holding the text to classify."))
-    model: str = field(default="Recognai/zeroshot_selectra_medium", metadata=_help(
-        "NLI model: Hub id or local directory (needs an 'entailment' label in its config)."))
-    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS), metadata=_help(
-        "Candidate labels: comma-separated, or one per argument."))
-    hypothesis_template: str = field(default="Esta noticia habla de {}.", metadata=_help(
-        "Hypothesis template; '{}' is replaced by each label."))
+    model: Optional[str] = field(default=None, metadata=_help(
+        "NLI model: Hub id or local directory (needs an 'entailment' label in its config). Default: the "
+        "config's preset (es: Recognai/zeroshot_selectra_medium)."))
+    labels: Optional[list[str]] = field(default=None, metadata=_help(
+        "Candidate labels: comma-separated, or one per argument. Default: the config's preset (es: the six "
+        "tutorial labels)."))
+    hypothesis_template: Optional[str] = field(default=None, metadata=_help(
+        "Hypothesis template; '{}' is replaced by each label. Default: the config's preset (es: 'Esta "
+        "noticia habla de {}.')."))
+    presets: Optional[str] = field(default=None, metadata=_help(
+        "YAML file mapping each config to its model, hypothesis_template and labels (default: zs-ray's "
+        "presets for the five MLSum languages); --model, --labels, --hypothesis-template override it."))
     multi_label: bool = field(default=False, metadata=_help(
         "Score each label on its own (entailment vs contradiction) instead of a softmax over labels."))
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata=_help(
-        "fp32 (exact: the pipeline's scores to 1e-4), bf16, fp16, or auto (bf16 on GPUs and CPUs with native "
-        "bf16, else fp32)."))
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = field(default="auto", metadata=_help(
+        "fp32 (exact: the pipeline's scores to 1e-4), bf16, fp16, int8 (CPU: dynamic int8 linears), or auto "
+        "(GPUs: bf16; CPUs: bf16 where torch runs it natively, else int8 on x86 with AVX2+, else fp32)."))
     batch_size: Optional[int] = field(default=None, metadata=_help(
         "Most (text, label) pairs per forward pass (default: 64 on CPU, 1024 on GPU); pairs are sorted by "
         "length and also cut by a padded-token budget."))
@@ -74,12 +82,17 @@ class AnnotateConfig:
         "Replace a non-empty output (only once the new output is complete)."))
     ray_address: Optional[str] = field(default=None, metadata=_help(
         "Ray cluster to join (default: $RAY_ADDRESS, the cluster of `ray job submit`, else a new local Ray)."))
+    dry_run: bool = field(default=False, metadata=_help(
+        "Print the plan (rows, pairs, model, pools and an estimated time per config and split, from a short "
+        "calibration of each model on the cluster) and stop: reads only metadata, writes nothing."))
 
     def __post_init__(self) -> None:
-        self.labels = list(parse_labels(_comma_list(self.labels)))
-        check_template(self.hypothesis_template)
+        if self.labels is not None:
+            self.labels = list(parse_labels(_comma_list(self.labels)))
+        if self.hypothesis_template is not None:
+            check_template(self.hypothesis_template)
         check_precision(self.precision)
-        if not self.output:
+        if not self.output and not self.dry_run:
             raise ZsRayError("--output is required")
         if not self.text_field:
             raise ZsRayError("--text-field must name a column")
@@ -101,8 +114,8 @@ class AnnotateConfig:
         if resources is not None and (not isinstance(resources, dict) or not all(
                 isinstance(v, (int, float)) and v >= 0 for v in resources.values())):
             raise ZsRayError(f"--resources-per-worker must map resource names to amounts, got {resources!r}")
-        if self.config == "":
-            self.config = None
+        if self.config is not None:
+            self.config = ",".join(c.strip() for c in str(self.config).split(",") if c.strip()) or None
         self.ray_address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
 
     def worker_bounds(self) -> Optional[tuple[int, int]]:
@@ -121,7 +134,8 @@ class AnnotateConfig:
     def to_dict(self) -> dict:
         """The settings as plain JSON-able values (for the manifest); where the job ran left out."""
         out = asdict(self)
-        out.pop("ray_address", None)
+        for key in ("ray_address", "dry_run"):
+            out.pop(key, None)
         return out
 
 
@@ -160,4 +174,8 @@ COMMANDS = {
     "annotate": (AnnotateConfig, RubrixConfig),
     "log": (LogConfig, RubrixConfig),
     "pull": (PullConfig, ServerConfig),
+    # The annotation workflow (zs_ray/workflow/config.py).
+    "evaluate": (EvaluateConfig,),
+    "thresholds": (ThresholdsConfig,),
+    "bulk-label": (BulkLabelConfig, ServerConfig),
 }

@@ -7,23 +7,64 @@ would: every chunk asks the server which ids it holds before sending, so nothing
 person's annotation is touched, also across kills and re-runs. Its ledger lives in the work directory's
 ``data/_rubrix/`` and moves into ``--output`` with the files, where the final pass (``pipeline.annotate``,
 or a later ``zs-ray log``) finds every id logged here already acknowledged.
+
+A multi-language output is logged as one annotation dataset per config (``log_run``): the labels differ
+per language. Each is named ``<--rubrix-dataset>-<config>``; a single-config run keeps the given name.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import threading
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
 
 import pyarrow.dataset as pads
 
-from zs_ray.output import Output
-from zs_ray.rubrix import RubrixConfig, log_output
+from zs_ray.output import Output, open_output
+from zs_ray.rubrix import LogReport, RubrixConfig, log_output
 from zs_ray.write import OutputTarget, committed_files
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 5.0
+
+
+def dataset_names(name: str, configs: Sequence[Optional[str]]) -> dict[Optional[str], str]:
+    """The annotation dataset of each config: ``name`` for one, ``name-<config>`` for several."""
+    if len(configs) <= 1:
+        return {c: name for c in configs}
+    return {c: f"{name}-{c}" for c in configs}
+
+
+@dataclass
+class LogReports:
+    """What logging a multi-language output did: one ``LogReport`` per config's dataset."""
+
+    reports: list[LogReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.reports)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for r in self.reports for e in r.errors]
+
+    def summary(self) -> str:
+        return "\n".join(r.summary() for r in self.reports)
+
+
+def log_run(output: "str | os.PathLike | Output", rubrix: RubrixConfig) -> "LogReport | LogReports":
+    """Log an output (or the committed files of a running job): to ``rubrix.rubrix_dataset``, or, for several
+    configs, each config's rows with its own labels and agent to its own dataset (``dataset_names``)."""
+    out = output if isinstance(output, Output) else open_output(str(output))
+    configs = out.configs
+    if len(configs) <= 1:
+        return log_output(out, rubrix)
+    names = dataset_names(rubrix.rubrix_dataset, configs)
+    return LogReports([log_output(out.for_config(c), replace(rubrix, rubrix_dataset=names[c])) for c in configs])
 
 
 class LiveLog:
@@ -65,7 +106,7 @@ class LiveLog:
         # it), the work directory's data/ as its path (a local ledger goes to data/_rubrix/ and moves with it).
         files = Output(self.target.uri, fs, data, self.manifest, pads.dataset(new, filesystem=fs, format="parquet"))
         try:
-            report = log_output(files, self.rubrix)
+            report = log_run(files, self.rubrix)
         except Exception as exc:  # noqa: BLE001 - logging must never stop the predictions; the final pass reports
             self.error = f"{type(exc).__name__}: {exc}"
             log.warning("logging while predicting stopped (%s); the rest is logged at the end", self.error)

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
 
 from zs_ray.errors import ZsRayError
 
 ID_COLUMN = "id"
+#: The dataset config (MLSum's language) of each row, for datasets with configs.
+CONFIG_COLUMN = "config"
 #: The prediction columns the model stage adds, in order: labels and scores by descending score,
 #: then the top label and its score.
 PREDICTION_SCHEMA = pa.schema([
@@ -29,7 +32,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("score", pa.float64()),
 ])
 #: Every column zs-ray adds; a source column of the same name is kept as ``source_<name>``.
-ADDED_COLUMNS = (ID_COLUMN, *PREDICTION_SCHEMA.names)
+ADDED_COLUMNS = (ID_COLUMN, CONFIG_COLUMN, *PREDICTION_SCHEMA.names)
 MANIFEST = "_zs_ray_manifest.json"
 # At least this many rows per Parquet file: what a killed run loses at most per write task (a file and its
 # checkpoint are committed together), and a full MLSum run is a few hundred files, not thousands.
@@ -50,6 +53,20 @@ def prediction_table(labels: Sequence[Optional[list]], scores: Sequence[Optional
     )
 
 
+def config_runs(batch: pa.Table):
+    """(config, rows) of each run of consecutive rows of one config in ``batch``, in order (one run, config
+    None, without a config column). Rows come config by config, so a batch holds one run, or two at a border."""
+    if CONFIG_COLUMN not in batch.column_names or batch.num_rows == 0:
+        yield None, batch
+        return
+    import numpy as np
+
+    values = batch.column(CONFIG_COLUMN).to_numpy(zero_copy_only=False)
+    starts = [0, *(np.flatnonzero(values[1:] != values[:-1]) + 1).tolist(), len(values)]
+    for lo, hi in zip(starts, starts[1:]):
+        yield values[lo], batch.slice(lo, hi - lo)
+
+
 def filesystem(uri: str):
     """(fsspec filesystem, path) of a local path or URI."""
     import fsspec
@@ -63,18 +80,26 @@ def data_dataset(fs, path: str) -> pads.Dataset:
                         ignore_prefixes=[".", "_"])
 
 
-def count_rows(fs, path: str) -> tuple[int, int]:
-    """(rows, rows without a prediction) of written Parquet under ``path``, from the ``score`` column only."""
+def count_rows(fs, path: str) -> dict[Optional[str], tuple[int, int]]:
+    """Per config (None without configs): (rows, rows without a prediction) of written Parquet under ``path``,
+    from the ``score`` and ``config`` columns only."""
     dataset = data_dataset(fs, path)
     if not dataset.files:
-        return 0, 0
-    table = dataset.to_table(columns=["score"])
-    return table.num_rows, table.column("score").null_count
+        return {}
+    by_config = CONFIG_COLUMN in dataset.schema.names
+    table = dataset.to_table(columns=["score", CONFIG_COLUMN] if by_config else ["score"])
+    if not by_config:
+        return {None: (table.num_rows, table.column("score").null_count)}
+    counts = table.group_by(CONFIG_COLUMN).aggregate([("score", "count", pa.compute.CountOptions("all")),
+                                                      ("score", "count", pa.compute.CountOptions("only_null"))])
+    return {c: (n, null) for c, n, null in zip(*(counts.column(i).to_pylist() for i in range(3)))}
 
 
 def manifest(settings: dict, **facts) -> dict:
     """The manifest of a run: its settings (``candidate_labels`` for the labels), ``facts`` (config,
-    text field, precision, device, ...), the id format, the time and the versions of what computed it."""
+    text field, precision, device, ``configs``: each config's model, template, labels and counts, ...), the
+    id format, the time and the versions of what computed it. For one config, its model, template and labels
+    are also the top-level settings; for several, those are null and ``for_config`` gives each one's."""
     from datetime import datetime, timezone
 
     import pyarrow
@@ -119,6 +144,19 @@ class Output:
     @property
     def labels(self) -> list[str]:
         return list(self.manifest.get("candidate_labels") or [])
+
+    @property
+    def configs(self) -> list[str]:
+        """The dataset configs of the run (several for a multi-language run; [] for older outputs)."""
+        return list(self.manifest.get("configs") or {})
+
+    def for_config(self, config: str) -> "Output":
+        """The rows of one config, with that config's settings and counts as the manifest's."""
+        import pyarrow.compute as pc
+
+        facts = self.manifest["configs"][config]
+        manifest = {**self.manifest, **facts, "config": config}
+        return Output(self.uri, self.fs, self.path, manifest, self.dataset.filter(pc.field(CONFIG_COLUMN) == config))
 
 
 def open_output(uri: str) -> Output:

@@ -6,43 +6,46 @@ starts any work; the pools are sized from what the cluster can hold, and refused
 a ``map_batches`` with its own actor pool and resources, applied by one loop), a Parquet write that is all
 or nothing, and, with a dataset to log to, the records sent to the annotation server as their files are
 committed (``logstage.LiveLog``), then a last pass over the published output. Nothing holds the corpus in
-one process.
+one process. Several configs (MLSum's languages) are one stream: each row carries its config, and the stages
+classify it with that config's model, template and labels (``presets``). ``--dry-run`` stops after the
+checks and the pools, with the plan and its ETA (``dryrun``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
-from zs_ray import output, read, write
+from zs_ray import output, presets, read, write
 from zs_ray.capacity import cluster_capacity
 from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
 from zs_ray.engine import PairEncoder, check_model
 from zs_ray.errors import ZsRayError
-from zs_ray.logstage import LiveLog
+from zs_ray.dryrun import DryRun, dry_run
+from zs_ray.logstage import LiveLog, dataset_names, log_run
 from zs_ray.predict import TEXTS_PER_BATCH, ModelStage, worker_precision
 from zs_ray.resources import AUX_CPUS, Pools, plan_pools
-from zs_ray.rubrix import LogReport, RubrixConfig, log_output, preflight
+from zs_ray.rubrix import LogReport, RubrixConfig, preflight
 from zs_ray.stage import Stage
 from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
+from zs_ray.workflow.sample import live_logging_allowed, resolve_for_plan
 
 log = logging.getLogger(__name__)
 
 
-def stages(config: AnnotateConfig, text_field: str, pools: Pools) -> list[Stage]:
-    """The stages between read and write, in order."""
+def stages(config: AnnotateConfig, settings: dict, text_field: str, pools: Pools) -> list[Stage]:
+    """The stages between read and write, in order; ``settings``: each config's model, labels and template."""
+    per_config = {c: {"model": p.model, "labels": list(p.labels), "hypothesis_template": p.hypothesis_template}
+                  for c, p in settings.items()}
     return [
-        Stage("tokenize", TokenizeStage,
-              dict(model=config.model, labels=config.labels, hypothesis_template=config.hypothesis_template,
-                   text_field=text_field),
+        Stage("tokenize", TokenizeStage, dict(settings=per_config, text_field=text_field),
               batch_size=TEXTS_PER_TOKENIZE, pool=pools.tokenize),
         Stage("model", ModelStage,
-              dict(model=config.model, labels=config.labels, multi_label=config.multi_label,
-                   precision=config.precision, batch_size=config.batch_size, device=pools.device,
-                   cpus=pools.model.cpus),
+              dict(settings=per_config, multi_label=config.multi_label, precision=config.precision,
+                   batch_size=config.batch_size, device=pools.device, cpus=pools.model.cpus),
               batch_size=TEXTS_PER_BATCH[pools.device], pool=pools.model),
     ]
 
@@ -76,58 +79,105 @@ class RunSummary:
                 f"output: {self.output}")
 
 
-def check(config: AnnotateConfig, rubrix: Optional[RubrixConfig]):
-    """All input checks, before any work: (read plan, output target)."""
-    plan = read.plan_read(config.dataset, config.config, config.split, config.text_field)
-    check_model(config.model)
-    PairEncoder(config.model, config.labels, config.hypothesis_template)  # the tokenizer loads, hypotheses fit
+@dataclass
+class Run:
+    """A checked run: what to read (one plan per config), each config's settings, where to write."""
+
+    plans: list[read.ReadPlan]
+    settings: dict  # config (None without configs) -> presets.Preset
+    target: Optional[write.OutputTarget]  # None for a dry run
+
+    @property
+    def num_rows(self) -> int:
+        return sum(p.num_rows for p in self.plans)
+
+    @property
+    def text_field(self) -> str:
+        return self.plans[0].text_field
+
+
+def check(config: AnnotateConfig, rubrix: Optional[RubrixConfig]) -> Run:
+    """All input checks, before any work (the output is left alone for a dry run)."""
+    plans = read.plan_runs(config.dataset, config.config, config.split, config.text_field)
+    settings = presets.resolve([p.config for p in plans], config.presets, config.model, config.labels,
+                               config.hypothesis_template)
+    for model in dict.fromkeys(p.model for p in settings.values()):
+        check_model(model)
+    for preset in settings.values():
+        PairEncoder(preset.model, preset.labels, preset.hypothesis_template)  # the tokenizer loads, hypotheses fit
     if rubrix is not None:
-        preflight(rubrix.validate())  # server, key, workspace and dataset name, before hours of work
-    target = write.prepare_output(config.output, config.overwrite, run_identity(config))
+        for name in dataset_names(rubrix.rubrix_dataset, list(settings)).values():
+            preflight(replace(rubrix, rubrix_dataset=name).validate())  # server, key, workspace, before hours of work
+    if config.dry_run:
+        return Run(plans, settings, None)
+    target = write.prepare_output(config.output, config.overwrite, run_identity(config, settings))
+    run = Run(plans, settings, target)
     if target.resumed_rows:
         log.info("resuming the unfinished run of these settings: %d of %d rows are written already",
-                 target.resumed_rows, plan.num_rows)
-    return plan, target
+                 target.resumed_rows, run.num_rows)
+    return run
 
 
-def run_identity(config: AnnotateConfig) -> dict:
+def run_identity(config: AnnotateConfig, settings: dict) -> dict:
     """What makes two runs the same run, so that one may finish the other: the input and every setting
-    that changes a prediction."""
-    keys = ("dataset", "config", "split", "text_field", "model", "labels", "hypothesis_template", "multi_label",
-            "precision")
-    return {k: v for k, v in config.to_dict().items() if k in keys}
+    that changes a prediction (each config's model, labels and template)."""
+    keys = ("dataset", "config", "split", "text_field", "multi_label", "precision")
+    out = {k: v for k, v in config.to_dict().items() if k in keys}
+    for c, p in settings.items():  # flat, so that a refusal names what changed: `model`, or `de.model`
+        out.update({(k if c is None else f"{c}.{k}"): v for k, v in p.to_dict().items()})
+    return out
 
 
-def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> RunSummary:
-    """Run the whole job for ``config`` (and log to ``rubrix``, if given); return its summary."""
-    plan, target = check(config, rubrix)
+def run_manifest(config: AnnotateConfig, run: Run, counts: dict, **facts) -> dict:
+    """The manifest (``output.manifest``): one config's settings at the top level, every config's in
+    ``configs`` with its row counts."""
+    settings = config.to_dict()
+    one = next(iter(run.settings.values())) if len(run.settings) == 1 else None
+    settings.update(model=one and one.model, labels=one and list(one.labels),
+                    hypothesis_template=one and one.hypothesis_template)
+    configs = {c: {**p.to_dict(), "rows": counts.get(c, (0, 0))[0], "skipped": counts.get(c, (0, 0))[1]}
+               for c, p in run.settings.items() if c is not None}
+    used = ",".join(c for c in run.settings if c is not None) or None
+    return output.manifest(settings, config=used, text_field=run.text_field, configs=configs, **facts)
+
+
+def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "RunSummary | DryRun":
+    """Run the whole job for ``config`` (and log to ``rubrix``, if given); return its summary. With
+    ``config.dry_run``: the plan (``dryrun.DryRun``), and nothing written."""
+    run = check(config, rubrix)
     connect_ray(config.ray_address)
     pools = plan_pools(config, cluster_capacity())
+    if config.dry_run:
+        return dry_run(config, run.plans, run.settings, pools)
     start = time.perf_counter()
     precision = worker_precision(config.precision, pools.device, pools.model.gpus)  # resolved while streaming
 
-    def manifest(precision: str) -> dict:
-        return output.manifest(config.to_dict(), config=plan.config, text_field=plan.text_field,
-                               precision_requested=config.precision, precision=precision, device=pools.device)
+    def manifest(precision: str, counts: dict) -> dict:
+        return run_manifest(config, run, counts, precision_requested=config.precision, precision=precision,
+                            device=pools.device)
 
-    ds = read.read_dataset(plan, num_cpus=AUX_CPUS)
-    for stage in stages(config, plan.text_field, pools):
+    ds = read.read_dataset(run.plans, num_cpus=AUX_CPUS)
+    for stage in stages(config, run.settings, run.text_field, pools):
         ds = stage.apply(ds)
-    live = LiveLog(target, rubrix, manifest(config.precision)).start() if rubrix is not None else None
+    if rubrix is not None:
+        resolve_for_plan(rubrix, run.plans)  # a --sample is fixed before the first record is sent
+    live = (LiveLog(run.target, rubrix, manifest(config.precision, {})).start()
+            if rubrix is not None and live_logging_allowed(rubrix) else None)
     try:
-        rows, skipped = write.write_output(ds, target, plan.num_rows, lambda: manifest(precision()),
-                                           before_publish=live.stop if live else lambda: None)
+        counts = write.write_output(ds, run.target, run.num_rows, lambda counts: manifest(precision(), counts),
+                                    before_publish=live.stop if live else lambda: None)
     finally:
         if live is not None:
             live.stop(last_pass=False)  # already stopped (with its last pass) unless the write failed
 
     seconds = time.perf_counter() - start
+    rows, skipped = sum(n for n, _ in counts.values()), sum(k for _, k in counts.values())
+    pairs = sum((n - k) * len(run.settings[c].labels) for c, (n, k) in counts.items())
     workers = f"{pools.model} model worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
-    summary = RunSummary(rows, skipped, (rows - skipped) * len(config.labels), seconds, config.output, workers,
-                         resumed=target.resumed_rows)
+    summary = RunSummary(rows, skipped, pairs, seconds, config.output, workers, resumed=run.target.resumed_rows)
     if rubrix is not None:
         try:
-            summary.log = log_output(config.output, rubrix)
+            summary.log = log_run(config.output, rubrix)
         except ZsRayError as exc:  # the predictions stay; `zs-ray log` finishes later
             summary.log_error = str(exc)
     return summary

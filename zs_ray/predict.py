@@ -2,36 +2,61 @@
 
 Sorts the block's pairs by length, runs the model (``engine.NliScorer``), ranks each row's labels and
 replaces the token columns by ``output.PREDICTION_SCHEMA``'s columns (nulls for rows without text).
+
+In a multi-language run each config has its own model and labels: an actor loads a model when the first
+row of a config that uses it comes (rows come config by config, so the pool moves from one language's
+model to the next with one load per actor, not an idle cluster in between) and keeps the last
+``MODELS_PER_ACTOR`` it used.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from zs_ray.engine import NliScorer, Pairs, precision_name, ranked, resolve_dtype, torch_threads_for
-from zs_ray.output import PREDICTION_SCHEMA, prediction_table
+from zs_ray.engine import NliScorer, Pairs, ranked, resolve_precision, torch_threads_for
+from zs_ray.output import PREDICTION_SCHEMA, config_runs, prediction_table
 from zs_ray.tokenize import TOKEN_COLUMNS, flat_pairs
 
 # Texts per call, whose pairs are sorted by length and cut into forward passes by the token budget: on a
 # GPU (65,536 tokens per pass) 256 summaries x 6 labels fill barely 1.3 passes, so GPU calls take 1,024
 # texts (~5 full passes of summaries, ~48 of full articles).
 TEXTS_PER_BATCH = {"cpu": 256, "cuda": 1024}
+MODELS_PER_ACTOR = 2  # two at a border between configs; a third evicts the least recently used
 
 
 class ModelStage:
-    def __init__(self, model: str, labels, multi_label: bool, precision: str, batch_size, device: str,
-                 cpus: float):
+    """``settings``: config (None without configs) -> {"model", "labels", ...}; the first config's model
+    loads with the actor."""
+
+    def __init__(self, settings: dict, multi_label: bool, precision: str, batch_size, device: str, cpus: float):
         import torch
 
         if device == "cpu":
             torch.set_num_threads(torch_threads_for(cpus))
-        self.scorer = NliScorer(model, multi_label, precision, device, batch_size)
-        self.labels = list(labels)
+        self.settings = settings
+        self.options = (multi_label, precision, device, batch_size)
+        self.scorers: OrderedDict[str, NliScorer] = OrderedDict()
+        self.scorer(settings[next(iter(settings))]["model"])
+
+    def scorer(self, model: str) -> NliScorer:
+        if model in self.scorers:
+            self.scorers.move_to_end(model)
+        else:
+            while len(self.scorers) >= MODELS_PER_ACTOR:
+                self.scorers.popitem(last=False)
+            self.scorers[model] = NliScorer(model, *self.options)
+        return self.scorers[model]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        parts = [self.predict(part, self.scorer(self.settings[config]["model"]), self.settings[config]["labels"])
+                 for config, part in config_runs(batch)]
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+    def predict(self, batch: pa.Table, scorer: NliScorer, labels: list) -> pa.Table:
         # Token ids go from Arrow to numpy without a Python list per pair (it matters when a GPU is fast).
         ids = batch.column("input_ids").combine_chunks()
         keep = np.flatnonzero(ids.is_valid().to_numpy(zero_copy_only=False))
@@ -40,11 +65,11 @@ class ModelStage:
         types = batch.column("token_type_ids").combine_chunks()
         if len(keep) and types.null_count < len(types):
             flat_types, _ = flat_pairs(types)
-        probs = self.scorer.probabilities(Pairs(flat, lengths, flat_types, len(self.labels)))
-        labels, scores = [None] * len(ids), [None] * len(ids)
+        probs = scorer.probabilities(Pairs(flat, lengths, flat_types, len(labels)))
+        ranked_labels, scores = [None] * len(ids), [None] * len(ids)
         for j, i in enumerate(keep):
-            labels[i], scores[i] = ranked(self.labels, probs[j])
-        result = prediction_table(labels, scores)
+            ranked_labels[i], scores[i] = ranked(labels, probs[j])
+        result = prediction_table(ranked_labels, scores)
         batch = batch.drop_columns(list(TOKEN_COLUMNS))
         for name in PREDICTION_SCHEMA.names:
             batch = batch.append_column(PREDICTION_SCHEMA.field(name), result.column(name))
@@ -52,7 +77,7 @@ class ModelStage:
 
 
 def _precision_on_worker(precision: str, device: str) -> str:
-    return precision_name(resolve_dtype(precision, device))
+    return resolve_precision(precision, device)
 
 
 def worker_precision(precision: str, device: str, num_gpus: float) -> Callable[[], str]:

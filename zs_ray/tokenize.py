@@ -1,6 +1,8 @@
 """Tokenize stage (CPU actors): every (text, hypothesis) pair of a block -> token id columns.
 
-Each text is tokenized once and joined to every hypothesis (``engine.PairEncoder``). The pairs travel
+Each text is tokenized once and joined to every hypothesis of its config (``engine.PairEncoder``; a
+multi-language run gives each config its own tokenizer, template and labels, loaded when its first row
+comes). The pairs travel
 to the model stage as two Arrow columns, ``input_ids`` and ``token_type_ids`` (list<list<int32>>: per row,
 one token id list per candidate label), built from flat arrays with no Python list per pair. Rows whose
 text is empty or missing get null token columns and are never sent to the model.
@@ -12,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from zs_ray.engine import PairEncoder
+from zs_ray.output import config_runs
 
 TOKEN_COLUMNS = ("input_ids", "token_type_ids")
 PAIRS_TYPE = pa.list_(pa.list_(pa.int32()))
@@ -19,14 +22,27 @@ TEXTS_PER_BATCH = 256  # one tokenizer call: ~0.2 s of full articles on one CPU
 
 
 class TokenizeStage:
-    def __init__(self, model: str, labels, hypothesis_template: str, text_field: str):
-        self.encoder = PairEncoder(model, labels, hypothesis_template)
-        self.text_field = text_field
+    """``settings``: config (None without configs) -> {"model", "labels", "hypothesis_template"}."""
+
+    def __init__(self, settings: dict, text_field: str):
+        self.settings, self.text_field = settings, text_field
+        self.encoders: dict = {}
+        self.encoder(next(iter(settings)))  # the first config's tokenizer loads with the actor
+
+    def encoder(self, config) -> PairEncoder:
+        if config not in self.encoders:
+            s = self.settings[config]
+            self.encoders[config] = PairEncoder(s["model"], s["labels"], s["hypothesis_template"])
+        return self.encoders[config]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        parts = [self.tokenize(part, self.encoder(config)) for config, part in config_runs(batch)]
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+    def tokenize(self, batch: pa.Table, encoder: PairEncoder) -> pa.Table:
         texts = batch.column(self.text_field).to_pylist()
         kept = np.array([t is not None and bool(t.strip()) for t in texts], dtype=bool)
-        pairs = self.encoder.encode([t for t, k in zip(texts, kept) if k])
+        pairs = encoder.encode([t for t, k in zip(texts, kept) if k])
         batch = batch.append_column("input_ids", pairs_column(pairs.ids, pairs.lengths, kept, pairs.n_labels))
         types = (pairs_column(pairs.type_ids, pairs.lengths, kept, pairs.n_labels) if pairs.type_ids is not None
                  else pa.nulls(len(texts), PAIRS_TYPE))

@@ -100,10 +100,11 @@ def _read_run(fs, partial: str) -> dict:
         return {}
 
 
-def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[], dict],
-                 before_publish: Callable[[], None] = lambda: None) -> tuple[int, int]:
+def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callable[[dict], dict],
+                 before_publish: Callable[[], None] = lambda: None) -> dict:
     """Write ``ds`` (resuming an unfinished run of the same settings), call ``before_publish``, publish it,
-    then the manifest (``manifest()``, called once every row is written); returns (rows, skipped)."""
+    then the manifest (``manifest(counts)``, called once every row is written); returns the counts: per
+    config (None without configs), (rows, skipped)."""
     from ray.data.checkpoint import CheckpointConfig
 
     fs, partial = target.fs, target.partial
@@ -117,14 +118,15 @@ def write_output(ds, target: OutputTarget, expected_rows: int, manifest: Callabl
         id_column=ID_COLUMN, checkpoint_path=target.ray_path(posixpath.join(partial, "checkpoint")),
         delete_checkpoint_on_success=False)
     ds.write_parquet(target.ray_path(data), min_rows_per_file=ROWS_PER_FILE, ray_remote_args={"num_cpus": WRITE_CPUS})
-    rows, skipped = count_rows(fs, data)
+    counts = count_rows(fs, data)
+    rows, skipped = sum(n for n, _ in counts.values()), sum(k for _, k in counts.values())
     if rows != expected_rows:
         fs.rm(partial, recursive=True)  # not a state to resume from
         raise RuntimeError(f"wrote {rows} rows but the input has {expected_rows}")
     before_publish()
-    _publish(target, data, {**manifest(), "rows": rows, "skipped": skipped})
+    _publish(target, data, {**manifest(counts), "rows": rows, "skipped": skipped})
     fs.rm(partial, recursive=True)
-    return rows, skipped
+    return counts
 
 
 def committed_files(target: OutputTarget) -> list[str]:

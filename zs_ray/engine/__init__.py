@@ -16,7 +16,9 @@ On CPU the scorer swaps in faster kernels for the same arithmetic (see
 ``kernels``): oneDNN GEMMs with packed weights (fp32 stays IEEE fp32), a
 cache-friendly attention for bf16, GELU fused into its GEMM, and, for BERT-family
 classifiers, a last layer computed for the [CLS] token only. Each is checked
-against the layer it replaces when the model is loaded. On GPUs the model runs
+against the layer it replaces when the model is loaded. ``precision="int8"`` (CPU)
+runs the encoder's linears as fbgemm dynamic int8 GEMMs (VNNI where present); ``auto``
+on CPU is bf16 where torch runs bf16 natively, else int8, else fp32 (``device``). On GPUs the model runs
 transformers' SDPA kernels; inputs go through pinned memory without per-batch
 synchronisation.
 
@@ -27,25 +29,38 @@ softmax over [contradiction, entailment] logits.
 Modules:
 
 * ``nli``: model facts (where entailment / contradiction sit; loading and checking a model's config).
-* ``device``: device, torch dtype and precision name, CPU threads.
+* ``device``: device, precision (``auto`` from what torch runs: ``cpu_capability``), agreement bounds, CPU threads.
 * ``pairs``: ``Pairs`` and ``PairEncoder`` (pairing texts with hypotheses).
 * ``batching``: length sorting and the padded-token budget (``plan_batches``).
 * ``postprocess``: logits to label probabilities, labels ranked by score.
-* ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, [CLS]-only last layer).
+* ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, int8 linears, [CLS]-only last layer).
 * ``model``: ``NliScorer``, the model wrapper.
 * ``classifier``: ``ZeroShotClassifier``, the two halves together.
 """
 
 from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
 from zs_ray.engine.classifier import ZeroShotClassifier
-from zs_ray.engine.device import precision_name, resolve_device, resolve_dtype, torch_threads_for
-from zs_ray.engine.kernels import ATTENTION, first_token_last_layer, onednn_linears
+from zs_ray.engine.device import (
+    AGREEMENT_BOUNDS,
+    cpu_capability,
+    cpu_flags,
+    cpu_int8_available,
+    cpu_int8_vnni,
+    cpu_runs_native_bf16,
+    precision_name,
+    resolve_device,
+    resolve_dtype,
+    resolve_precision,
+    torch_threads_for,
+)
+from zs_ray.engine.kernels import ATTENTION, first_token_last_layer, int8_linears, onednn_linears
 from zs_ray.engine.model import NliScorer
 from zs_ray.engine.nli import NliLabels, check_model, load_model_config, nli_labels
 from zs_ray.engine.pairs import PairEncoder, Pairs
 from zs_ray.engine.postprocess import label_probabilities, ranked
 
 __all__ = [
+    "AGREEMENT_BOUNDS",
     "ATTENTION",
     "NliLabels",
     "NliScorer",
@@ -53,9 +68,15 @@ __all__ = [
     "Pairs",
     "ZeroShotClassifier",
     "check_model",
+    "cpu_capability",
+    "cpu_flags",
+    "cpu_int8_available",
+    "cpu_int8_vnni",
+    "cpu_runs_native_bf16",
     "default_batch_size",
     "default_max_tokens",
     "first_token_last_layer",
+    "int8_linears",
     "label_probabilities",
     "load_model_config",
     "nli_labels",
@@ -65,5 +86,6 @@ __all__ = [
     "ranked",
     "resolve_device",
     "resolve_dtype",
+    "resolve_precision",
     "torch_threads_for",
 ]

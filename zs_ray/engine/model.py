@@ -7,8 +7,14 @@ from typing import Optional
 import numpy as np
 
 from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
-from zs_ray.engine.device import precision_name, resolve_device, resolve_dtype
-from zs_ray.engine.kernels import ATTENTION, _register_attention, first_token_last_layer, onednn_linears
+from zs_ray.engine.device import cpu_int8_vnni, resolve_device, resolve_dtype, resolve_precision
+from zs_ray.engine.kernels import (
+    ATTENTION,
+    _register_attention,
+    first_token_last_layer,
+    int8_linears,
+    onednn_linears,
+)
 from zs_ray.engine.nli import nli_labels
 from zs_ray.engine.pairs import Pairs
 from zs_ray.engine.postprocess import label_probabilities
@@ -31,8 +37,8 @@ class NliScorer:
         from transformers import AutoModelForSequenceClassification
 
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(precision, self.device)
-        self.precision = precision_name(self.dtype)
+        self.precision = resolve_precision(precision, self.device)
+        self.dtype = resolve_dtype(self.precision, self.device)
         self.multi_label = multi_label
         self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))
         self.max_tokens = int(max_tokens) if max_tokens else default_max_tokens(self.device)
@@ -48,9 +54,19 @@ class NliScorer:
         self.model.to(self.device).eval()
         self.nli = nli_labels(self.model.config)
         self.pad_id = self.model.config.pad_token_id or 0
-        self.fast_linears = onednn_linears(self.model) if on_cpu else 0
         self.pin = torch.device(self.device).type == "cuda"
-        self.first_token_only = self._prune_last_layer()
+        self.int8_linears = 0
+        if self.precision == "int8":
+            # The [CLS]-only last layer is checked in fp32 (exact), then the encoder goes int8.
+            self.first_token_only = self._prune_last_layer()
+            encoder = getattr(getattr(self.model, "base_model", None), "encoder", None) or self.model
+            self.int8_linears = int8_linears(encoder, vnni=cpu_int8_vnni())
+            if not self.int8_linears:
+                raise ZsRayError("--precision int8: this torch cannot run int8 linears here; choose fp32 or auto")
+            self.fast_linears = onednn_linears(self.model)  # the fp32 head
+        else:
+            self.fast_linears = onednn_linears(self.model) if on_cpu else 0
+            self.first_token_only = self._prune_last_layer()
 
     def _prune_last_layer(self) -> bool:
         """Compute the last layer for the first token only, if the model allows it and a padded probe

@@ -8,14 +8,14 @@ and checks the text field: all before any work starts, in the driver (``plan``).
 
 ``read_dataset`` turns the plan into a Ray Dataset (``source``): one read task per slice of Parquet row
 groups or of JSON-lines bytes, streamed, never the whole corpus in one process. Each row gets
-``id = "<config>-<split>-<index in split>"`` (``<split>-<index>`` without configs, ``<file stem>-<index>``
+``id = "<config>-<split>-<index in split>"`` (and ``config`` for a dataset with configs) (``<split>-<index>`` without configs, ``<file stem>-<index>``
 for a single file): identical across runs and machines for the same source row. The columns zs-ray adds
 are defined in ``zs_ray.output``.
 """
 
-from zs_ray.read.layout import _filesystem, resolve_files
-from zs_ray.read.plan import ReadPlan, parse_split, plan_read
+from zs_ray.read.layout import _filesystem, list_configs, resolve_files
+from zs_ray.read.plan import ReadPlan, parse_split, plan_read, plan_runs
 from zs_ray.read.source import Segment, read_dataset, read_segment
 
-__all__ = ["ReadPlan", "Segment", "_filesystem", "parse_split", "plan_read",
+__all__ = ["ReadPlan", "Segment", "_filesystem", "list_configs", "parse_split", "plan_read", "plan_runs",
            "read_dataset", "read_segment", "resolve_files"]

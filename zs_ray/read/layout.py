@@ -133,36 +133,66 @@ def _choose(dataset: str, config: Optional[str], configs, default: Optional[str]
     return config or default
 
 
+def _open(dataset: str):
+    """(filesystem, root, single_file) of ``--dataset``; one line when it is missing."""
+    fs, root = _filesystem(dataset)
+    if fs.isfile(root):
+        if not root.endswith(_EXTENSIONS):
+            raise ZsRayError(f"--dataset {dataset!r} is a file but not .parquet/.jsonl/.json")
+        return fs, root, True
+    if not fs.isdir(root):
+        offline = root.startswith("datasets/") and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        raise ZsRayError(f"dataset {dataset!r} not found (neither a local path nor a Hub dataset"
+                         f"{'; HF_HUB_OFFLINE is set, so the Hub was not asked' if offline else ''})")
+    return fs, root, False
+
+
+def _configs(fs, root: str, dataset: str) -> tuple[dict, Optional[str]]:
+    """(config name -> function giving its split -> files, default config): rules 2 and 3; {} without configs."""
+    declared = _card_configs(fs, root, dataset)
+    if declared:
+        try:
+            default = declared.get_default_config_name()
+        except ValueError as exc:
+            raise ZsRayError(f"the dataset card of {dataset}: {_one_line(exc)}") from None
+        return {name: (lambda name=name: _card_splits(fs, root, declared[name])) for name in declared}, default
+    dirs = _config_dirs(fs, root)
+    return {name: (lambda d=d: _default_splits(fs, d)) for name, d in dirs.items()}, None
+
+
+def _guarded(dataset: str, fn):
+    try:
+        return fn()
+    except ZsRayError:
+        raise
+    except Exception as exc:  # network, auth, repository-not-found, a data file the card names but is missing ...
+        raise ZsRayError(f"dataset {dataset!r} not found or not readable: {_one_line(exc)}") from None
+
+
+def list_configs(dataset: str) -> list[str]:
+    """The configs of ``dataset`` in its order (none for a single file or a dataset without configs)."""
+    def run():
+        fs, root, single = _open(dataset)
+        return [] if single else list(_configs(fs, root, dataset)[0])
+
+    return _guarded(dataset, run)
+
+
 def resolve_files(dataset: str, config: Optional[str]) -> tuple[object, dict[str, list[str]], Optional[str], bool]:
     """(filesystem, split -> files, config actually used, single_file)."""
-    try:
-        fs, root = _filesystem(dataset)
-        if fs.isfile(root):
-            if not root.endswith(_EXTENSIONS):
-                raise ZsRayError(f"--dataset {dataset!r} is a file but not .parquet/.jsonl/.json")
+    def run():
+        fs, root, single = _open(dataset)
+        if single:
             return fs, {"*": [root]}, None, True
-        if not fs.isdir(root):
-            offline = root.startswith("datasets/") and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-            raise ZsRayError(f"dataset {dataset!r} not found (neither a local path nor a Hub dataset"
-                             f"{'; HF_HUB_OFFLINE is set, so the Hub was not asked' if offline else ''})")
-        declared = _card_configs(fs, root, dataset)
-        if declared:
-            try:
-                default = declared.get_default_config_name()
-            except ValueError as exc:
-                raise ZsRayError(f"the dataset card of {dataset}: {_one_line(exc)}") from None
-            used = _choose(dataset, config, list(declared), default)
-            splits = _card_splits(fs, root, declared[used])
-        elif dirs := _config_dirs(fs, root):
-            used = _choose(dataset, config, list(dirs), None)
-            splits = _default_splits(fs, dirs[used])
+        configs, default = _configs(fs, root, dataset)
+        if configs:
+            used = _choose(dataset, config, list(configs), default)
+            splits = configs[used]()
         else:  # no configs: a --config is not needed, and ignored
             used, splits = None, _default_splits(fs, root)
         if not splits:
             raise ZsRayError(f"no parquet/jsonl/json data files found in dataset {dataset!r}"
                              f"{f' (config {used})' if used else ''}")
         return fs, splits, used, False
-    except ZsRayError:
-        raise
-    except Exception as exc:  # network, auth, repository-not-found, a data file the card names but is missing ...
-        raise ZsRayError(f"dataset {dataset!r} not found or not readable: {_one_line(exc)}") from None
+
+    return _guarded(dataset, run)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import pyarrow as pa
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import ID_COLUMN, source_name
+from zs_ray.output import CONFIG_COLUMN, ID_COLUMN, source_name
 from zs_ray.read import source
-from zs_ray.read.layout import resolve_files
+from zs_ray.read.layout import list_configs, resolve_files
 from zs_ray.read.source import Segment
 
 _SPLIT_NAME = re.compile(r"^\s*([A-Za-z0-9_.]+?)\s*(\[.*\])?\s*$")
@@ -26,8 +26,10 @@ class ReadPlan:
     text_field: str
     filesystem: object  # an fsspec filesystem (local, HfFileSystem, s3, ...)
     segments: list[Segment]
-    schema: pa.Schema  # output schema of the read stage (source columns + id)
+    schema: pa.Schema  # output schema of the read stage (source columns + id, + config for datasets with configs)
     renamed: dict[str, str]
+    split_rows: dict[str, int] = field(default_factory=dict)  # rows per split name, in order
+
 
     @property
     def num_rows(self) -> int:
@@ -73,10 +75,36 @@ def _check_text_field(schema: pa.Schema, text_field: str) -> None:
         raise ZsRayError(f"--text-field {text_field!r} is not a text column (type {kind})")
 
 
+def plan_runs(dataset: str, configs: Optional[str], split: str, text_field: str) -> list[ReadPlan]:
+    """One plan per config of ``configs`` (one name, ``es,de``, or ``all``: every config of the dataset),
+    the same split expression for each; all checked before any work. Their rows are one run's input."""
+    names: list[Optional[str]] = [c for c in (configs or "").split(",") if c] or [None]
+    if "all" in names:
+        available = list_configs(dataset)
+        if "all" not in available:
+            if len(names) > 1:
+                raise ZsRayError(f"--config {configs}: 'all' stands alone (it means every config)")
+            names = list(available) or [None]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ZsRayError(f"--config {configs} names {', '.join(dupes)} twice")
+    plans = [plan_read(dataset, name, split, text_field) for name in names]
+    if len(plans) > 1 and any(p.config is None for p in plans):
+        raise ZsRayError(f"--config {configs}: {dataset} has no configs, so it cannot be read as several")
+    for plan in plans[1:]:
+        if plan.schema != plans[0].schema:
+            raise ZsRayError(f"configs {plans[0].config} and {plan.config} of {dataset} have different columns "
+                             f"({', '.join(plans[0].schema.names)} / {', '.join(plan.schema.names)}): annotate "
+                             "them in separate runs")
+    return plans
+
+
 def plan_read(dataset: str, config: Optional[str], split: str, text_field: str) -> ReadPlan:
     """Resolve, check and cut the split into read tasks, in the driver, before any work."""
-    names = parse_split(split)
     fs, files, used_config, single = resolve_files(dataset, config)
+    if split.strip() == "all" and not single:
+        split = "+".join(files)  # every split of the config, in the dataset's order
+    names = parse_split(split)
     if single:
         files = {name: files["*"] for name in names}
     unknown = [n for n in names if n not in files]
@@ -93,18 +121,24 @@ def plan_read(dataset: str, config: Optional[str], split: str, text_field: str) 
     info = {path: source.file_info(fs, path) for path in paths}
     lengths = {n: sum(sum(info[p].rows) for p in files[n]) for n in names}
     segments: list[Segment] = []
+    split_rows: dict[str, int] = {}
     for instr in _absolute(split, lengths):
         name = instr.splitname
         prefix = posixpath.splitext(posixpath.basename(files[name][0]))[0] if single else (
             f"{used_config}-{name}" if used_config else name)
-        segments.extend(_segments(files[name], info, instr.from_, instr.to, prefix, schema))
+        segments.extend(_segments(files[name], info, instr.from_, instr.to, prefix, schema, used_config))
+        split_rows[name] = split_rows.get(name, 0) + instr.to - instr.from_
     renamed = {c: source_name(c) for c in schema.names if source_name(c) != c}
     out_schema = pa.schema([pa.field(renamed.get(f.name, f.name), f.type) for f in schema]).append(
         pa.field(ID_COLUMN, pa.string()))
-    return ReadPlan(dataset, used_config, split, renamed.get(text_field, text_field), fs, segments, out_schema, renamed)
+    if used_config is not None:
+        out_schema = out_schema.append(pa.field(CONFIG_COLUMN, pa.string()))
+    return ReadPlan(dataset, used_config, split, renamed.get(text_field, text_field), fs, segments, out_schema,
+                    renamed, split_rows)
 
 
-def _segments(paths, info, start: int, stop: int, prefix: str, json_schema: pa.Schema) -> Iterator[Segment]:
+def _segments(paths, info, start: int, stop: int, prefix: str, json_schema: pa.Schema,
+              config: Optional[str]) -> Iterator[Segment]:
     """Cut rows [start, stop) of a split (files in order) into read tasks of about ROWS_PER_READ_TASK rows,
     at row-group (Parquet) or block (JSON lines) boundaries."""
     offset = 0  # index in the split of the current row group's first row
@@ -119,8 +153,8 @@ def _segments(paths, info, start: int, stop: int, prefix: str, json_schema: pa.S
                 groups.append(rg)
                 take += hi - lo
                 if take >= source.ROWS_PER_READ_TASK:
-                    yield info[path].segment(path, groups, skip, take, first, prefix, json_schema)
+                    yield info[path].segment(path, groups, skip, take, first, prefix, json_schema, config)
                     groups, take = [], 0
             offset += n
         if groups:
-            yield info[path].segment(path, groups, skip, take, first, prefix, json_schema)
+            yield info[path].segment(path, groups, skip, take, first, prefix, json_schema, config)

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import ID_COLUMN
+from zs_ray.output import CONFIG_COLUMN, ID_COLUMN
 
 ROWS_PER_READ_TASK = 4096
 _CHUNK = 1 << 20  # bytes read at a time while indexing JSON lines
@@ -47,6 +47,7 @@ class Segment:
     byte_range: Optional[tuple[int, int]] = None  # JSON lines: the bytes of those blocks ...
     range_rows: int = 0  # ... and the records they hold
     json_schema: Optional[pa.Schema] = None  # JSON: the types every task parses with
+    config: Optional[str] = None  # the dataset config the rows belong to (their ``config`` column)
 
 
 @dataclass
@@ -55,13 +56,13 @@ class FileInfo:
     rows: list[int]  # records per row group (Parquet), per block (JSON lines), in the list (JSON)
     offsets: list[int] = field(default_factory=list)  # JSON lines: byte where each block starts, then the end
 
-    def segment(self, path, groups, skip, take, first, prefix, json_schema) -> Segment:
+    def segment(self, path, groups, skip, take, first, prefix, json_schema, config=None) -> Segment:
         byte_range, range_rows = None, 0
         if self.format == "jsonl":
             byte_range = (self.offsets[groups[0]], self.offsets[groups[-1] + 1])
             range_rows = sum(self.rows[g] for g in groups)
         return Segment(path, tuple(groups), skip, take, first, prefix, self.format, byte_range, range_rows,
-                       json_schema if self.format != "parquet" else None)
+                       json_schema if self.format != "parquet" else None, config)
 
 
 # --------------------------------------------------------------------------- planning (driver)
@@ -210,16 +211,22 @@ def read_segment(fs, segment: Segment, renamed: dict[str, str]) -> pa.Table:
     if renamed:
         table = table.rename_columns([renamed.get(c, c) for c in table.column_names])
     ids = [f"{segment.id_prefix}-{i:07d}" for i in range(segment.first_index, segment.first_index + segment.take)]
-    return table.append_column(ID_COLUMN, pa.array(ids, pa.string()))
+    table = table.append_column(ID_COLUMN, pa.array(ids, pa.string()))
+    if segment.config is not None:
+        table = table.append_column(CONFIG_COLUMN, pa.array([segment.config] * segment.take, pa.string()))
+    return table
 
 
-def read_dataset(plan, num_cpus: float = 1.0):
-    """The plan (a ``ReadPlan``) as a Ray Dataset (one read task per segment, in split order)."""
+def read_dataset(plans, num_cpus: float = 1.0):
+    """The plans (``ReadPlan``s of one run: the configs, whose columns are the same) as one Ray Dataset: one
+    read task per segment, config by config, in split order."""
     import ray.data
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    fs, renamed, schema = plan.filesystem, plan.renamed, plan.schema
+    plans = plans if isinstance(plans, (list, tuple)) else [plans]
+    fs, renamed, schema = plans[0].filesystem, plans[0].renamed, plans[0].schema
+    segments = [seg for plan in plans for seg in plan.segments]
 
     class SplitDatasource(Datasource):
         def estimate_inmemory_data_size(self):
@@ -227,7 +234,7 @@ def read_dataset(plan, num_cpus: float = 1.0):
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
             tasks = []
-            for seg in plan.segments:
+            for seg in segments:
                 meta = BlockMetadata(num_rows=seg.take, size_bytes=None, exec_stats=None, input_files=(seg.path,))
                 tasks.append(ReadTask(lambda seg=seg: [read_segment(fs, seg, renamed)], meta, schema=schema,
                                       per_task_row_limit=per_task_row_limit))
@@ -235,4 +242,4 @@ def read_dataset(plan, num_cpus: float = 1.0):
 
     # One block per segment: without override_num_blocks Ray Data splits the reads into >= 200 blocks
     # (a few rows each for a small split), and every tiny block costs the stages downstream.
-    return ray.data.read_datasource(SplitDatasource(), num_cpus=num_cpus, override_num_blocks=len(plan.segments))
+    return ray.data.read_datasource(SplitDatasource(), num_cpus=num_cpus, override_num_blocks=len(segments))

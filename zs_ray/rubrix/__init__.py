@@ -1,4 +1,6 @@
-"""Rubrix / Argilla 1.x side of zs-ray: log predictions exactly once, pull annotations back.
+"""Rubrix / Argilla side of zs-ray: log predictions exactly once, pull annotations back. Rubrix 0.x and
+Argilla 1.x speak the text-classification API (``client``); Argilla 2.x its ``/api/v1`` API (``argilla2``);
+the server's generation is detected, the settings and the commands are the same.
 
 Public API::
 

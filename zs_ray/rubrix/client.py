@@ -56,7 +56,7 @@ class RubrixError(ZsRayError):
 
 @dataclass(frozen=True)
 class ServerInfo:
-    generation: str  # "rubrix" (0.x) or "argilla" (1.x)
+    generation: str  # "rubrix" (0.x), "argilla" (1.x) or "argilla2" (2.x: the /api/v1 API, zs_ray.rubrix.argilla2)
     version: str
 
     @property
@@ -170,25 +170,54 @@ class RubrixClient:
 
     # -- server and dataset -----------------------------------------------------------------------
     def info(self) -> ServerInfo:
-        """``GET /api/_info`` (no auth): tells Rubrix 0.x from Argilla 1.x."""
+        """Which server this is: ``GET /api/_info`` (no auth) tells Rubrix 0.x from Argilla 1.x; Argilla 2.x
+        has no such route (its web app answers the path with HTML), so then ``GET /api/v1/version``."""
         if self._info is None:
-            body = self.request("GET", "/api/_info", auth=False).json()
-            if "rubrix_version" in body:
+            try:
+                body = self.request("GET", "/api/_info", auth=False).json()
+            except ValueError:  # not JSON: Argilla 2.x's web app
+                body = None
+            except RubrixError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                body = None
+            if isinstance(body, dict) and "rubrix_version" in body:
                 self._info = ServerInfo("rubrix", str(body["rubrix_version"]))
-            elif "version" in body:
+            elif isinstance(body, dict) and "version" in body:
                 self._info = ServerInfo("argilla", str(body["version"]))
             else:
-                raise RubrixError(f"{self.config.rubrix_api_url} does not look like a Rubrix/Argilla server",
-                                  retryable=False)
+                self._info = self._info_v1()
+            if self._info.generation == "argilla" and self._info.version_tuple[:1] >= (2,):
+                self._info = ServerInfo("argilla2", self._info.version)
             if self._info.generation == "argilla" and self._info.version_tuple[:1] != (1,):
-                raise RubrixError(f"Argilla {self._info.version} has no TextClassification API; zs-ray "
-                                  "supports Rubrix 0.x and Argilla 1.2 - 1.x", retryable=False)
+                raise RubrixError(f"Argilla {self._info.version} is not a version zs-ray knows; it supports "
+                                  "Rubrix 0.x, Argilla 1.2 - 1.x and Argilla 2.x", retryable=False)
             if self._info.generation == "argilla" and self._info.version_tuple[:2] < (1, 2):
                 raise RubrixError(
                     f"Argilla {self._info.version} has no records search endpoint (it came with Argilla 1.2), "
                     "which zs-ray needs to check ids before sending and to read records back: upgrade the "
                     "server to Argilla 1.2 or later", retryable=False)
         return self._info
+
+    def _info_v1(self) -> ServerInfo:
+        """``GET /api/v1/version`` (no auth), Argilla 2.x's: ``{"version": "2.8.0"}``."""
+        not_argilla = RubrixError(f"{self.config.rubrix_api_url} does not look like a Rubrix/Argilla server",
+                                  retryable=False)
+        try:
+            body = self.request("GET", "/api/v1/version", auth=False).json()
+        except ValueError:
+            raise not_argilla from None
+        except RubrixError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise not_argilla from None
+            raise
+        if not isinstance(body, dict) or "version" not in body:
+            raise not_argilla
+        info = ServerInfo("argilla2", str(body["version"]))
+        if info.version_tuple[:1] != (2,):
+            raise RubrixError(f"Argilla {info.version} is not a version zs-ray knows; it supports Rubrix 0.x, "
+                              "Argilla 1.2 - 1.x and Argilla 2.x", retryable=False)
+        return info
 
     def me(self) -> dict:
         """``GET /api/me``: checks the key; returns username and workspaces."""

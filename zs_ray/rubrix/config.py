@@ -17,7 +17,7 @@ from zs_ray.errors import ZsRayError
 
 DEFAULT_API_URL = "http://localhost:6900"
 # The key of a fresh server's default user, by generation: used when no key is given (flag or environment).
-DEFAULT_API_KEYS = {"rubrix": "rubrix.apikey", "argilla": "argilla.apikey"}
+DEFAULT_API_KEYS = {"rubrix": "rubrix.apikey", "argilla": "argilla.apikey", "argilla2": "argilla.apikey"}
 DEFAULT_TAGS = {"tags": "data-annotation"}
 DATASET_NAME_RE = re.compile(r"^(?!-|_)[a-z0-9-_]+$")
 _ENV = {
@@ -41,9 +41,10 @@ class ServerConfig:
         f"Server URL (default: $RUBRIX_API_URL, $ARGILLA_API_URL, else {DEFAULT_API_URL})."))
     rubrix_api_key: Optional[str] = field(default=None, repr=False, metadata=_help(
         "API key (default: $RUBRIX_API_KEY or $ARGILLA_API_KEY, preferred: flags are visible to `ps`; else "
-        "the default of a fresh server: rubrix.apikey on Rubrix 0.x, argilla.apikey on Argilla 1.x)."))
+        "the default of a fresh server: rubrix.apikey on Rubrix 0.x, argilla.apikey on Argilla 1.x and 2.x)."))
     rubrix_workspace: Optional[str] = field(default=None, metadata=_help(
-        "Workspace (default: $RUBRIX_WORKSPACE or $ARGILLA_WORKSPACE; Argilla 1.6+ needs one)."))
+        "Workspace (default: $RUBRIX_WORKSPACE or $ARGILLA_WORKSPACE; Argilla 1.6+ needs one; on 2.x, "
+        "without one, your only workspace)."))
     rubrix_no_verify_tls: bool = field(default=False, metadata=_help(
         "Do not verify the server's TLS certificate (self-signed test servers only)."))
     rubrix_timeout: float = field(default=60.0, metadata=_help("Seconds per HTTP request."))
@@ -106,9 +107,23 @@ class RubrixConfig(ServerConfig):
     rubrix_metadata_fields: Optional[list[str]] = field(default=None, metadata=_help(
         "Source columns logged as metadata (default: every source column whose values fit in 128 characters)."))
     rubrix_agent: Optional[str] = field(default=None, metadata=_help("Prediction agent (default: the model)."))
+    # Round 1 (zs_ray/workflow/sample.py): a seeded sample marked in the records' metadata.
+    sample: Optional[str] = field(default=None, metadata=_help(
+        "Mark a seeded random sample in the records' metadata (sample: round-1): N records, or P%% of them; "
+        "the same records on every re-run, a superset for a larger N (see the README's workflow)."))
+    sample_seed: int = field(default=0, metadata=_help("Seed of --sample."))
+    sample_by_label: bool = field(default=False, metadata=_help(
+        "Stratify --sample N by predicted label (N shared evenly over the labels); annotate then logs once "
+        "the predictions are written, not while."))
+    sample_name: str = field(default="round-1", metadata=_help("Metadata value that marks the sample."))
+    # The rule, once decided (before the first record is sent); not a flag.
+    sample_rule: Optional[object] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from zs_ray.workflow.sample import check_sample_settings
+
+        check_sample_settings(self)
         self.rubrix_tags = parse_tags(self.rubrix_tags)
         if self.rubrix_metadata_fields is not None:
             items = [self.rubrix_metadata_fields] if isinstance(self.rubrix_metadata_fields, str) else \

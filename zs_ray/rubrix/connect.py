@@ -12,12 +12,18 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     """Check settings, server, key and workspace. Returns (client, info, dataset_existed).
 
     Refuses Argilla 1.0-1.1 (no records search: ``client.info``), and a missing workspace from Argilla 1.6,
-    where the server requires one. Does not create anything. Call it before a long annotation job to fail early.
+    where the server requires one. On Argilla 2.x, ``client.argilla2`` is then the ``argilla2.Session`` (user,
+    workspace, dataset or None). Does not create anything. Call it before a long annotation job to fail early.
     """
     config.validate()
     client = RubrixClient(config)
     try:
         info = with_retries(config, client.info)
+        if info.generation == "argilla2":  # the /api/v1 API: key, workspace and dataset checked there
+            from zs_ray.rubrix import argilla2
+
+            client.argilla2 = argilla2.open_session(client, config)
+            return client, info, client.argilla2.dataset is not None
         try:
             me = with_retries(config, client.me)
         except RubrixError as exc:

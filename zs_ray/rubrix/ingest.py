@@ -19,6 +19,9 @@ So no stored record, and no human annotation or status on it, is ever replaced b
 and Argilla < 1.7 replace a re-sent record; 1.7+ keep its annotation but reset its status to Default).
 A dataset that is not on the server is created before the first chunk, on every generation: concurrent
 first bulks into a missing Rubrix 0.x dataset each re-create its index, losing acknowledged records.
+
+Argilla 2.x (``argilla2``) goes through the same driver, ledger and Ray senders, with its own items and
+sender: there the server upserts by external_id and keeps responses, so a chunk is sent without asking first.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import Output, open_output
+from zs_ray.rubrix import argilla2
 from zs_ray.rubrix import records as rec
 from zs_ray.rubrix.client import RubrixClient, RubrixError, with_retries
 from zs_ray.rubrix.config import RubrixConfig
 from zs_ray.rubrix.connect import connect
 from zs_ray.rubrix.ledger import Ledger, default_path
+from zs_ray.workflow.sample import rule_for_output
 
 log = logging.getLogger(__name__)
 SENDER_CPUS = 0.25  # Ray CPU request of one sender task: it waits on the network
@@ -142,7 +147,8 @@ def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes]) -> di
 # Driver
 # ---------------------------------------------------------------------------------------------
 def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, ledger: Ledger,
-            report: LogReport, dropped: Counter) -> Iterator[Chunk]:
+            report: LogReport, dropped: Counter, encode=rec.encode,
+            chunk_size: int | None = None) -> Iterator[Chunk]:
     run = uuid.uuid4().hex[:8]
     seen: set[str] = set()
     ids: list[str] = []
@@ -172,8 +178,8 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, le
             if rid in ledger.acked:
                 report.already_acked += 1
                 continue
-            e = rec.encode(record)
-            if ids and (len(ids) >= config.chunk_size or size + len(e) + 1 > limit):
+            e = encode(record)
+            if ids and (len(ids) >= (chunk_size or config.chunk_size) or size + len(e) + 1 > limit):
                 yield cut()
             if len(e) > limit:
                 report.warnings.append(f"record {rid} alone is {len(e)} bytes > chunk bytes "
@@ -195,24 +201,42 @@ def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> Lo
     t0, cpu0 = time.monotonic(), _self_cpu()
     config.validate()
     out = output if isinstance(output, Output) else open_output(str(output))
-    spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, config.rubrix_agent)
+    # Argilla 2.x takes agents of up to 200 characters (argilla2.sanitise_agent), 1.x up to 64 (make_spec): a
+    # longer one is checked once the server has said which it is.
+    agent = config.rubrix_agent or out.manifest.get("model") or ""
+    spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields,
+                                   agent[:rec.MAX_AGENT] if len(agent) > rec.MAX_AGENT else config.rubrix_agent,
+                                   sample=rule_for_output(config, out))  # --sample: decided before any send
     for w in warnings:
         log.warning(w)
     client, info, existed = connect(config)
+    v2 = info.generation == "argilla2"
+    try:
+        if not v2 and len(agent) > rec.MAX_AGENT:
+            rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
+        target = _prepare_v2(client, config, out, spec, agent) if v2 else None
+    except BaseException:
+        client.close()
+        raise
     report = LogReport(config.rubrix_dataset, server=f"{info.generation} {info.version}", warnings=list(warnings))
     identity = {"api_url": config.rubrix_api_url, "workspace": config.rubrix_workspace,
                 "dataset": config.rubrix_dataset}
     ledger = Ledger.open(config.rubrix_ledger or default_path(out, identity), identity, reset=not existed)
     report.ledger = str(ledger.path)
     try:
-        if not existed:  # before any chunk, on every generation (see ``RubrixClient.create_dataset``)
+        if not existed and not v2:  # before any chunk (see ``RubrixClient.create_dataset``; 2.x: _prepare_v2)
             try:
                 with_retries(config, client.create_dataset)
             except RubrixError as exc:
                 raise ZsRayError(f"cannot create dataset {config.rubrix_dataset}: {exc}") from None
         expected = int(out.manifest.get("rows", 0)) - int(out.manifest.get("skipped", 0))
         dropped: Counter = Counter()
-        _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped), config, ledger, report, expected)
+        if v2:
+            _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped, target.encode,
+                              min(config.chunk_size, argilla2.BULK_MAX)),
+                      config, ledger, report, expected, sender_fn=argilla2.send_chunk, args=(target.dataset_id,))
+        else:
+            _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped), config, ledger, report, expected)
         report.warnings += [f"metadata field {f!r}: {n} NaN or infinite values left out of their records' "
                             "metadata (missing there)" for f, n in sorted(dropped.items())]
     finally:
@@ -225,13 +249,34 @@ def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> Lo
     return report
 
 
+def _prepare_v2(client: RubrixClient, config: RubrixConfig, out: Output, spec: rec.RecordSpec, agent: str):
+    """Argilla 2.x: the dataset created, set up and published (or checked) before any chunk."""
+    from zs_ray.workflow.sample import SAMPLE_KEY
+
+    agent = argilla2.sanitise_agent(agent)
+    labels = out.labels
+    if not labels:
+        raise ZsRayError("the output's manifest names no candidate labels: Argilla 2.x needs them as the "
+                         "label question's options")
+    meta = argilla2.metadata_types(out.dataset, spec.metadata_fields)
+    if spec.sample is not None:
+        meta[SAMPLE_KEY] = "terms"
+    facts = {k: out.manifest.get(k) for k in ("model", "hypothesis_template", "multi_label") if k in out.manifest}
+    try:
+        return argilla2.prepare(client, config, client.argilla2, labels, spec.multi_label, agent, meta, facts)
+    except RubrixError as exc:
+        raise ZsRayError(f"cannot set up dataset {config.rubrix_dataset}: {exc}") from None
+
+
 def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger, report: LogReport,
-              expected: int) -> None:
+              expected: int, sender_fn=send_chunk, args: tuple = ()) -> None:
     """Feed chunks to Ray sender tasks, never more than ``senders`` in flight, with a progress bar.
 
     Plain tasks (not actors): they run on workers Ray has already started, so a run pays no process
     start-up. A task whose worker or node dies is re-run by Ray up to ``rubrix_retries`` times (safe:
-    every attempt asks the server first). SPREAD puts them across nodes.
+    every attempt asks the server first; on Argilla 2.x every attempt is an upsert by external_id). SPREAD
+    puts them across nodes. ``sender_fn(config, *args, ids, encoded)`` sends one chunk (``send_chunk``,
+    or ``argilla2.send_chunk``).
     """
     import ray
     from tqdm.auto import tqdm
@@ -239,8 +284,8 @@ def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger, rep
     from zs_ray.cluster import connect_ray
 
     connect_ray(os.environ.get("RAY_ADDRESS"))
-    sender = ray.remote(send_chunk).options(num_cpus=SENDER_CPUS, scheduling_strategy="SPREAD",
-                                            max_retries=config.rubrix_retries, retry_exceptions=False)
+    sender = ray.remote(sender_fn).options(num_cpus=SENDER_CPUS, scheduling_strategy="SPREAD",
+                                           max_retries=config.rubrix_retries, retry_exceptions=False)
     config_ref = ray.put(config)
     pending: dict = {}
     stop = False
@@ -275,7 +320,7 @@ def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger, rep
                 report.not_attempted += len(chunk.ids)
                 continue
             report.chunks += 1
-            pending[sender.remote(config_ref, chunk.ids, chunk.encoded)] = chunk
+            pending[sender.remote(config_ref, *args, chunk.ids, chunk.encoded)] = chunk
         while pending:
             collect_one()
     finally:

@@ -30,6 +30,7 @@ import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import ADDED_COLUMNS
+from zs_ray.workflow.sample import SAMPLE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class RecordSpec:
     multi_label: bool
     agent: str
     metadata_fields: tuple[str, ...]
+    sample: object = None  # a zs_ray.workflow.sample.SampleRule: its records get metadata {"sample": name}
 
 
 def check_label(label: str, where: str) -> None:
@@ -56,7 +58,7 @@ def check_label(label: str, where: str) -> None:
 
 
 def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] | None,
-              agent: str | None) -> tuple[RecordSpec, list[str]]:
+              agent: str | None, sample=None) -> tuple[RecordSpec, list[str]]:
     """Check the manifest and the columns; choose metadata fields. Returns (spec, warnings).
 
     With ``metadata_fields`` None, every other source column becomes metadata unless its type cannot be
@@ -102,12 +104,15 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
             raise ZsRayError(msg + ": leave it out of --rubrix-metadata-fields")
         warnings.append(msg + "; it is not logged as metadata")
         fields.remove(f)
-    if len(fields) > MAX_METADATA_KEYS:
+    if sample is not None and SAMPLE_KEY in fields:
+        raise ZsRayError(f"a metadata field is named {SAMPLE_KEY!r}, the key that marks --sample: leave it out "
+                         "of --rubrix-metadata-fields")
+    if len(fields) + (sample is not None) > MAX_METADATA_KEYS:
         raise ZsRayError(
             f"{len(fields)} metadata fields exceed the server's limit of {MAX_METADATA_KEYS} per "
             "dataset: choose some with --rubrix-metadata-fields"
         )
-    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields))
+    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields), sample)
     return spec, warnings
 
 
@@ -171,6 +176,8 @@ def build_records(batch: pa.RecordBatch, spec: RecordSpec, dropped: Counter | No
                 metadata[f] = v
             elif cols[f][i] is not None and dropped is not None:
                 dropped[f] += 1
+        if spec.sample is not None and spec.sample.contains(rid, labels[0]):
+            metadata[SAMPLE_KEY] = spec.sample.name
         yield {
             "id": rid,
             "inputs": {"text": str(text)},

@@ -1,0 +1,123 @@
+"""CPU precision modes: each fast mode within its stated agreement bound, and ``auto`` decided from what
+torch will actually run (never assuming bf16 is native: these pass on AVX2-only and AVX-512 CPUs)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.builders import mlsum_rows
+from tests.conftest import LABELS, TEMPLATE
+from zs_ray import ZeroShotClassifier, ZsRayError
+from zs_ray.engine import AGREEMENT_BOUNDS, cpu_int8_available, device, resolve_precision
+
+TEXTS = [r["summary"] for r in mlsum_rows(120, seed=3)]
+
+
+@pytest.fixture(scope="module")
+def exact(nli_model):
+    return ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(TEXTS)
+
+
+def by_label(result):
+    return dict(zip(result["labels"], result["scores"]))
+
+
+def agreement(exact, fast):
+    same = np.array([a["labels"][0] == b["labels"][0] for a, b in zip(exact, fast)])
+    clear = np.array([a["scores"][0] - a["scores"][1] >= 0.05 for a in exact])
+    diff = max(abs(by_label(a)[k] - v) for a, b in zip(exact, fast) for k, v in by_label(b).items())
+    return same, clear, diff
+
+
+def check_bound(mode, exact, fast):
+    bound = AGREEMENT_BOUNDS[mode]
+    same, clear, diff = agreement(exact, fast)
+    assert clear.sum() >= 30, "fixture not discriminative enough for this check"
+    assert same[clear].mean() >= bound["clear"], (mode, same[clear].mean())
+    assert same.mean() >= bound["all"], (mode, same.mean())
+    assert diff < bound["max_diff"], (mode, diff)
+    assert diff > 1e-4, (mode, "no rounding at all: the mode did not run")
+    assert all(abs(sum(r["scores"]) - 1) < 1e-6 for r in fast)
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_fast_modes_within_their_bound(nli_model, exact, mode):
+    """bf16 runs everywhere (natively or emulated); int8 where torch has an x86 int8 engine."""
+    if mode == "int8" and not cpu_int8_available():
+        pytest.skip("no x86 int8 engine in this torch / CPU")
+    clf = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision=mode)
+    assert clf.precision == mode
+    if mode == "int8":
+        assert clf.scorer.int8_linears == 2 * 6  # the encoder's linears (2 layers); the head stays fp32
+        assert clf.scorer.first_token_only
+    check_bound(mode, exact, clf(TEXTS))
+
+
+def test_auto_is_within_its_modes_bound(nli_model, exact):
+    clf = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="auto")
+    assert clf.precision == resolve_precision("auto", "cpu")
+    if clf.precision != "fp32":
+        check_bound(clf.precision, exact, clf(TEXTS))
+
+
+@pytest.mark.parametrize("capability,flags,onednn,int8,expected", [
+    ("AVX512", {"avx2", "avx512f", "avx512_bf16"}, None, True, "bf16"),
+    ("AVX512", {"avx2", "avx512f", "amx_bf16"}, "ALL", True, "bf16"),
+    ("AVX512", {"avx2", "avx512f", "avx512_vnni"}, None, True, "int8"),  # AVX-512 without bf16
+    ("AVX2", {"avx2", "avx512f", "avx512_bf16"}, None, True, "int8"),  # the flags say bf16, torch runs AVX2
+    ("AVX512", {"avx2", "avx512f", "avx512_bf16"}, "AVX2", True, "int8"),  # oneDNN capped below bf16
+    ("AVX512", {"avx2", "avx512f", "avx512_bf16"}, "avx512_core_bf16", True, "bf16"),
+    ("AVX2", {"avx2"}, None, False, "fp32"),
+    ("DEFAULT", set(), None, False, "fp32"),
+])
+def test_auto_on_cpu_follows_what_torch_runs(monkeypatch, capability, flags, onednn, int8, expected):
+    monkeypatch.setattr(device, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(device, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(device, "cpu_int8_available", lambda: int8)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if onednn:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert resolve_precision("auto", "cpu") == expected
+    for explicit in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(explicit, "cpu") == explicit
+    if not int8:
+        with pytest.raises(ZsRayError, match="int8"):
+            resolve_precision("int8", "cpu")
+
+
+def test_int8_is_refused_off_cpu_and_unknown_names_too():
+    with pytest.raises(ZsRayError, match="int8 runs on x86 CPUs"):
+        resolve_precision("int8", "cuda")
+    with pytest.raises(ZsRayError, match="unknown --precision"):
+        resolve_precision("int4", "cpu")
+
+
+def test_int8_vnni_follows_fbgemm_setting(monkeypatch):
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
+    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS", raising=False)
+    assert device.cpu_int8_vnni()
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
+    assert not device.cpu_int8_vnni()
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS")
+    assert not device.cpu_int8_vnni()
+
+
+def test_auto_under_avx2_kernels_is_not_bf16():
+    """A real process with torch capped at AVX2 (what an AVX2-only CPU gives): torch reports AVX2 and
+    ``auto`` does not pick bf16, whatever /proc/cpuinfo says."""
+    code = ("import torch, zs_ray.engine as e; "
+            "print(torch.backends.cpu.get_cpu_capability(), e.resolve_precision('auto', 'cpu'), "
+            "e.cpu_runs_native_bf16(), e.cpu_int8_vnni(), e.cpu_int8_available())")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    capability, auto, native_bf16, vnni, int8 = done.stdout.split()
+    assert capability in ("AVX2", "DEFAULT")
+    assert auto != "bf16" and native_bf16 == "False" and vnni == "False"
+    assert auto == ("int8" if int8 == "True" else "fp32")

@@ -1,0 +1,3 @@
+"""The annotation workflow after logging: round-1 sample (``sample``), ``evaluate`` (metrics + ``report``),
+``thresholds`` (per-label score thresholds for a target precision) and ``bulk`` (bulk-labelling on the
+server, with undo). Settings: ``zs_ray.workflow.config``. Nothing here imports Ray."""

@@ -1,0 +1,144 @@
+"""The settings of the workflow commands, documented as ``zs_ray.config`` documents the others.
+
+``zs-ray evaluate`` takes ``EvaluateConfig``; ``zs-ray thresholds`` takes ``ThresholdsConfig``; ``zs-ray
+bulk-label`` takes ``BulkLabelConfig`` + ``ServerConfig`` (the server, as for ``pull``). A field
+``gold_column`` is the flag ``--gold-column`` and the key ``gold_column``/``gold-column`` of
+``--config-file``; every field is checked in ``__post_init__`` (one ``ZsRayError`` line).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from zs_ray.errors import ZsRayError
+
+BULK_AGENT = "zs-ray-bulk"
+HUMAN_STATUSES = ["Validated"]
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class EvaluateConfig:
+    """``zs-ray evaluate``: the zero-shot predictions against human (or gold) labels -> metrics.json + report.html."""
+
+    input: str = field(default="", metadata=_help(
+        "A `zs-ray pull` Parquet file (human labels: the annotations), or an annotation-job output with "
+        "--gold-column and --label-map (gold labels from the corpus)."))
+    output: str = field(default="", metadata=_help("Directory for metrics.json and report.html."))
+    gold_column: Optional[str] = field(default=None, metadata=_help(
+        "With an output as --input: the source column holding the gold labels (MLSum: topic)."))
+    label_map: Optional[str] = field(default=None, metadata=_help(
+        "YAML file mapping gold values to candidate labels (gold: label); unmapped values are counted and "
+        "left out. Needed with --gold-column."))
+    status: list[str] = field(default_factory=lambda: list(HUMAN_STATUSES), metadata=_help(
+        "With a pulled file: the statuses whose annotations count as human labels."))
+    exclude_agent: list[str] = field(default_factory=lambda: [BULK_AGENT], metadata=_help(
+        "Annotation agents that are not human labels (default: zs-ray-bulk, the bulk labels)."))
+    bins: int = field(default=10, metadata=_help("Equal-width score bins of the reliability diagram and ECE."))
+    bootstrap: int = field(default=1000, metadata=_help("Bootstrap resamples for the macro-F1 interval."))
+    seed: int = field(default=0, metadata=_help("Seed of the bootstrap."))
+    title: Optional[str] = field(default=None, metadata=_help("Title of the report (default: the input)."))
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ZsRayError("--input is required")
+        if not self.output:
+            raise ZsRayError("--output is required (a directory for metrics.json and report.html)")
+        if bool(self.gold_column) != bool(self.label_map):
+            raise ZsRayError("--gold-column and --label-map go together (an output with a gold column)")
+        if self.bins < 2 or self.bootstrap < 0:
+            raise ZsRayError("--bins must be >= 2 and --bootstrap >= 0")
+
+
+@dataclass
+class ThresholdsConfig:
+    """``zs-ray thresholds``: per label, the lowest score threshold whose precision reaches a target."""
+
+    input: str = field(default="", metadata=_help("A `zs-ray pull` Parquet file (human labels + unlabelled records)."))
+    target_precision: float = field(default=0.9, metadata=_help(
+        "Precision the bulk labels must reach, at the lower confidence bound (not the point estimate); in (0, 1)."))
+    confidence: float = field(default=0.95, metadata=_help(
+        "Confidence of the one-sided Clopper-Pearson lower bound; in (0, 1)."))
+    output: Optional[str] = field(default=None, metadata=_help(
+        "JSON file to write (the input of bulk-label); - prints the JSON instead of the table."))
+    status: list[str] = field(default_factory=lambda: list(HUMAN_STATUSES), metadata=_help(
+        "The statuses whose annotations count as human labels."))
+    exclude_agent: list[str] = field(default_factory=lambda: [BULK_AGENT], metadata=_help(
+        "Annotation agents that are not human labels (default: zs-ray-bulk)."))
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ZsRayError("--input is required")
+        for name in ("target_precision", "confidence"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < 1):
+                raise ZsRayError(f"--{name.replace('_', '-')} must be in (0, 1), got {v}")
+
+
+@dataclass
+class BulkLabelConfig:
+    """``zs-ray bulk-label``: annotate the records above per-label thresholds on the server (dry run by default)."""
+
+    thresholds: Optional[str] = field(default=None, metadata=_help(
+        "JSON written by `zs-ray thresholds --output` (labels with a threshold; the others are left alone)."))
+    threshold: Optional[list[str]] = field(default=None, metadata=_help(
+        "Per-label thresholds as LABEL=SCORE ... (instead of, or overriding, --thresholds)."))
+    dry_run: bool = field(default=True, metadata=_help("Only say what would change (the default)."))
+    apply: bool = field(default=False, metadata=_help(
+        "Write the annotations (agent zs-ray-bulk), never over a record a person annotated or validated."))
+    undo: bool = field(default=False, metadata=_help(
+        "Remove exactly what earlier --apply runs wrote (from the undo file), where nobody changed it since."))
+    undo_file: Optional[str] = field(default=None, metadata=_help(
+        "Where --apply records what it changes, for --undo (default: zs-ray-bulk-<dataset>.undo.jsonl)."))
+    agent: str = field(default=BULK_AGENT, metadata=_help("Annotation agent of the bulk labels."))
+    status: Literal["Validated", "Edited"] = field(default="Validated", metadata=_help(
+        "Status of a bulk-labelled record (Validated: out of the annotators' queue)."))
+    chunk_size: int = field(default=200, metadata=_help("Records per bulk request."))
+
+    def __post_init__(self) -> None:
+        if self.apply and self.undo:
+            raise ZsRayError("choose one of --apply and --undo")
+        if self.apply or self.undo:
+            self.dry_run = False
+        if not self.undo and not self.thresholds and not self.threshold:
+            raise ZsRayError("give --thresholds FILE (from `zs-ray thresholds --output`) or --threshold LABEL=SCORE")
+        if not 1 <= len(self.agent) <= 64:
+            raise ZsRayError("--agent must be 1-64 characters")
+        if self.chunk_size < 1:
+            raise ZsRayError("--chunk-size must be >= 1")
+        self.threshold_values()  # checks the syntax
+
+    def threshold_values(self) -> dict[str, float]:
+        """The thresholds: those of --thresholds (labels that got one), then --threshold overriding."""
+        import json
+
+        values: dict[str, float] = {}
+        if self.thresholds:
+            try:
+                with open(self.thresholds, encoding="utf-8") as fh:
+                    data = json.load(fh)
+            except OSError as exc:
+                raise ZsRayError(f"cannot read --thresholds {self.thresholds}: {exc.strerror}") from None
+            except ValueError as exc:
+                raise ZsRayError(f"--thresholds {self.thresholds} is not JSON: {exc}") from None
+            labels = data.get("labels") if isinstance(data, dict) else None
+            if not isinstance(labels, dict):
+                raise ZsRayError(f"--thresholds {self.thresholds} is not a `zs-ray thresholds` file (no labels)")
+            values = {k: float(v["threshold"]) for k, v in labels.items()
+                      if isinstance(v, dict) and v.get("threshold") is not None}
+        for item in self.threshold or []:
+            for part in str(item).split(","):
+                label, sep, value = part.rpartition("=")
+                try:
+                    score = float(value)
+                except ValueError:
+                    score = float("nan")
+                if not sep or not label.strip() or not 0 <= score <= 1:
+                    raise ZsRayError(f"invalid --threshold {part!r}: expected LABEL=SCORE with SCORE in [0, 1]")
+                values[label.strip()] = score
+        return values
