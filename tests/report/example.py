@@ -1,8 +1,8 @@
-"""Make docs/report.png: `zs-ray evaluate` on a synthetic pulled file shaped like a labelled MLSum-es round 1
+"""Make tests/report/report.png: `zs-ray evaluate` on a synthetic pulled file shaped like a labelled MLSum-es round 1
 (the six tutorial labels, 600 labelled records of 5,000; scores and errors drawn at random, so the numbers
 illustrate the report, they are not SELECTRA's), then a headless-Chromium screenshot of report.html.
 
-    python docs/report_example.py          # writes docs/report.png
+    python tests/report/example.py          # writes tests/report/report.png
 """
 
 import pathlib
