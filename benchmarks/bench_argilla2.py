@@ -186,8 +186,8 @@ def write(rows, chunk, rounds, results, load_before, total_s, locked) -> None:
         "",
         f"- machine: {machine()}",
         f"- load average (1/5/15 min) when the benchmark started: {' / '.join(f'{x:.2f}' for x in load_before)}; "
-        "other engineers were running test suites on this 2-core machine at the same time, so absolute figures "
-        "move between runs: compare the two columns of one row, measured minutes apart.",
+        "absolute figures move with other work on a shared machine: compare the two columns of one row, "
+        "measured minutes apart.",
         f"- Python {platform.python_version()}, ray {ray.__version__}, pyarrow {pyarrow.__version__}, "
         f"requests {requests.__version__}; whole benchmark {total_s:.0f} s",
         "",
