@@ -19,7 +19,9 @@ Runners, all in one process per ISA, 2 torch / ORT intra-op threads:
                     TorchScript exporter (opset 17); int8: onnxruntime.quantization.quantize_dynamic
                     (int8 weights per channel, uint8 activations)
   torch int8        torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, qint8), the plain model
-  zs-ray fp32 / bf16 / int8   ZeroShotClassifier(precision=...); bf16 only where it is native
+  zs-ray fp32 / bf16 / int8 / onnx-int8   ZeroShotClassifier(precision=...); bf16 only where it is native;
+                    onnx-int8 is zs-ray's ONNX Runtime backend (zs_ray/engine/onnx.py: the [CLS]-only
+                    last layer, exported and quantized once into a cache under the run's temp dir)
 The anchors (ORT, torch int8) get zs-ray's tokenization and the same length-sorted, token-budget batching.
 "zs-ray auto" is the mode ``auto`` resolves to here (measured once, under that mode's row); "zs-ray
 fastest" is the fastest zs-ray mode measured here.
@@ -176,7 +178,9 @@ def make_runners(paths: dict, threads: int, facts: dict) -> dict:
         return torch.ao.quantization.quantize_dynamic(plain, {torch.nn.Linear}, dtype=torch.qint8)
 
     runners["torch int8 (quantize_dynamic)"] = anchor(torch_int8)
-    for mode in ("fp32", "bf16", "int8"):
+    from zs_ray.engine.onnx import onnx_available
+
+    for mode in ("fp32", "bf16", "int8", "onnx-int8"):
         if mode == "bf16" and not facts["native_bf16"]:
             continue  # emulated bf16 runs at a tenth of fp32's speed: not a candidate here
         runners[f"zs-ray {mode}"] = ZeroShotClassifier(model, LABELS, TEMPLATE, precision=mode)
@@ -314,7 +318,7 @@ def main(argv=None) -> int:
         (tmp / "paths.json").write_text(json.dumps(paths))
         results = {}
         for isa in (["native", "avx2"] if args.isa == "both" else [args.isa]):
-            env = {**os.environ, **(AVX2_ENV if isa == "avx2" else {})}
+            env = {**os.environ, **(AVX2_ENV if isa == "avx2" else {}), "ZS_RAY_CACHE": str(tmp / f"cache-{isa}")}
             out = tmp / f"{isa}.json"
             cmd = [sys.executable, __file__, "--paths", str(tmp / "paths.json"), "--json", str(out),
                    "--texts", str(args.texts), "--articles", str(args.articles), "--repeats", str(args.repeats),

@@ -56,6 +56,35 @@ def test_fast_modes_within_their_bound(nli_model, exact, mode):
     check_bound(mode, exact, clf(TEXTS))
 
 
+def test_onnx_int8_within_its_bound_and_exported_once(nli_model, exact, tmp_path, monkeypatch):
+    """ONNX Runtime int8: within its bound; the quantized model is cached, so a second load reuses it."""
+    from zs_ray.engine.onnx import OrtNliModel, onnx_available
+
+    if not onnx_available():
+        pytest.skip("onnxruntime is not installed (the onnx extra)")
+    monkeypatch.setenv("ZS_RAY_CACHE", str(tmp_path))
+    clf = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="onnx-int8")
+    assert clf.precision == "onnx-int8" and isinstance(clf.scorer.model, OrtNliModel)
+    assert clf.scorer.first_token_only
+    check_bound("onnx-int8", exact, clf(TEXTS))
+    files = list(tmp_path.rglob("*.onnx"))
+    assert len(files) == 1 and not list(tmp_path.rglob(".export-*"))
+    stamp = files[0].stat().st_mtime_ns
+    again = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="onnx-int8")
+    assert again.scorer.model.path == str(files[0]) and files[0].stat().st_mtime_ns == stamp
+    assert again(TEXTS[:5]) == clf(TEXTS[:5])
+
+
+def test_onnx_int8_is_refused_off_cpu_and_without_onnxruntime(monkeypatch):
+    from zs_ray.engine import onnx
+
+    with pytest.raises(ZsRayError, match="CPUs only"):
+        resolve_precision("onnx-int8", "cuda")
+    monkeypatch.setattr(onnx, "onnx_available", lambda: False)
+    with pytest.raises(ZsRayError, match=r'pip install "zs-ray\[onnx\]"'):
+        resolve_precision("onnx-int8", "cpu")
+
+
 def test_auto_is_within_its_modes_bound(nli_model, exact):
     clf = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="auto")
     assert clf.precision == resolve_precision("auto", "cpu")

@@ -6,7 +6,7 @@ from typing import Any
 
 from zs_ray.errors import ZsRayError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "onnx-int8")
 
 
 def parse_labels(value: Any) -> tuple[str, ...]:

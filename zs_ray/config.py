@@ -63,8 +63,9 @@ class AnnotateConfig:
         "presets for the five MLSum languages); --model, --labels, --hypothesis-template override it."))
     multi_label: bool = field(default=False, metadata=_help(
         "Score each label on its own (entailment vs contradiction) instead of a softmax over labels."))
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = field(default="auto", metadata=_help(
-        "fp32 (exact: the pipeline's scores to 1e-4), bf16, fp16, int8 (CPU: dynamic int8 linears), or auto "
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8", "onnx-int8"] = field(default="auto", metadata=_help(
+        "fp32 (exact: the pipeline's scores to 1e-4), bf16, fp16, int8 (CPU: dynamic int8 linears), onnx-int8 "
+        "(CPU: the model exported to ONNX Runtime int8 once per machine; needs the onnx extra), or auto "
         "(GPUs: bf16; CPUs: bf16 where torch runs it natively, else int8 on x86 with AVX2+, else fp32)."))
     batch_size: Optional[int] = field(default=None, metadata=_help(
         "Most (text, label) pairs per forward pass (default: 64 on CPU, 1024 on GPU); pairs are sorted by "

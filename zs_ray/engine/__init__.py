@@ -17,7 +17,9 @@ On CPU the scorer swaps in faster kernels for the same arithmetic (see
 cache-friendly attention for bf16, GELU fused into its GEMM, and, for BERT-family
 classifiers, a last layer computed for the [CLS] token only. Each is checked
 against the layer it replaces when the model is loaded. ``precision="int8"`` (CPU)
-runs the encoder's linears as fbgemm dynamic int8 GEMMs (VNNI where present); ``auto``
+runs the encoder's linears as fbgemm dynamic int8 GEMMs (VNNI where present);
+``precision="onnx-int8"`` (CPU, the ``onnx`` extra) exports the model to ONNX Runtime and runs it
+int8-quantized, the fastest CPU mode where bf16 is not native (``onnx``); ``auto``
 on CPU is bf16 where torch runs bf16 natively, else int8, else fp32 (``device``). On GPUs the model runs
 transformers' SDPA kernels; inputs go through pinned memory without per-batch
 synchronisation.
@@ -34,6 +36,7 @@ Modules:
 * ``batching``: length sorting and the padded-token budget (``plan_batches``).
 * ``postprocess``: logits to label probabilities, labels ranked by score.
 * ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, int8 linears, [CLS]-only last layer).
+* ``onnx``: the ONNX Runtime int8 backend (export once per machine, check, quantize, cache).
 * ``model``: ``NliScorer``, the model wrapper.
 * ``classifier``: ``ZeroShotClassifier``, the two halves together.
 """

@@ -16,9 +16,24 @@ from zs_ray.engine.kernels import (
     onednn_linears,
 )
 from zs_ray.engine.nli import nli_labels
+from zs_ray.engine.onnx import onnx_int8_model
 from zs_ray.engine.pairs import Pairs
 from zs_ray.engine.postprocess import label_probabilities
 from zs_ray.errors import ZsRayError
+
+
+def _model_dir(model: str) -> str:
+    """The local directory of a model (a Hub id: its snapshot in the Hugging Face cache)."""
+    import os
+
+    if os.path.isdir(model):
+        return model
+    try:
+        from transformers.utils import cached_file
+
+        return os.path.dirname(cached_file(model, "config.json"))
+    except Exception:  # noqa: BLE001 - the id itself then keys the cache
+        return model
 
 
 class NliScorer:
@@ -47,6 +62,8 @@ class NliScorer:
         if on_cpu and self.dtype != torch.float32:
             _register_attention()
             kwargs["attn_implementation"] = ATTENTION
+        if self.precision == "onnx-int8":
+            kwargs["attn_implementation"] = "eager"  # plain ops for the ONNX exporter
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
         except (OSError, ValueError) as exc:
@@ -56,7 +73,13 @@ class NliScorer:
         self.pad_id = self.model.config.pad_token_id or 0
         self.pin = torch.device(self.device).type == "cuda"
         self.int8_linears = 0
-        if self.precision == "int8":
+        if self.precision == "onnx-int8":
+            # The [CLS]-only last layer is checked in fp32, then the model goes to ONNX Runtime int8.
+            self.first_token_only = self._prune_last_layer()
+            self.model = onnx_int8_model(self.model, _model_dir(model), self.first_token_only,
+                                         torch.get_num_threads(), self._logit_check())
+            self.fast_linears = 0
+        elif self.precision == "int8":
             # The [CLS]-only last layer is checked in fp32 (exact), then the encoder goes int8.
             self.first_token_only = self._prune_last_layer()
             encoder = getattr(getattr(self.model, "base_model", None), "encoder", None) or self.model
@@ -68,14 +91,34 @@ class NliScorer:
             self.fast_linears = onednn_linears(self.model) if on_cpu else 0
             self.first_token_only = self._prune_last_layer()
 
+    def _probe(self):
+        rng = np.random.default_rng(0)
+        lengths = np.array([11, 7, 7, 3])
+        return rng.integers(1, max(2, self.model.config.vocab_size), size=int(lengths.sum())), lengths
+
+    def _logit_check(self):
+        """A check that a candidate model gives the current model's logits on a padded probe batch."""
+        flat, lengths = self._probe()
+        expected = self.logits(flat, lengths)
+
+        def check(candidate, tol: float) -> None:
+            kept, self.model = self.model, candidate
+            try:
+                got = self.logits(flat, lengths)
+            finally:
+                self.model = kept
+            if not np.allclose(got, expected, rtol=tol, atol=tol * (np.abs(expected).max() + 1e-6)):
+                raise ZsRayError(f"the exported model's logits differ from torch's by "
+                                 f"{float(np.abs(got - expected).max()):.2g}: choose fp32, int8 or auto")
+
+        return check
+
     def _prune_last_layer(self) -> bool:
         """Compute the last layer for the first token only, if the model allows it and a padded probe
         batch gives the same logits (fp32: 1e-4; half precision: its own rounding)."""
         import torch
 
-        rng = np.random.default_rng(0)
-        lengths = np.array([11, 7, 7, 3])
-        flat = rng.integers(1, max(2, self.model.config.vocab_size), size=int(lengths.sum()))
+        flat, lengths = self._probe()
         before = self.logits(flat, lengths)
         undo = first_token_last_layer(self.model)
         if undo is None:
