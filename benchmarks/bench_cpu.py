@@ -121,33 +121,6 @@ def datasets(n_texts: int, n_articles: int) -> dict:
 
 # --------------------------------------------------------------------------- runners
 
-class _Out:
-    def __init__(self, logits):
-        self.logits = logits
-
-
-class _OrtModel:
-    """An ONNX Runtime session where ``NliScorer`` calls its torch model (same batching, same inputs)."""
-
-    def __init__(self, path: str, config, threads: int):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        self.config = config
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
-        import torch
-
-        ids = input_ids.numpy()
-        feed = {"input_ids": ids,
-                "attention_mask": np.ones_like(ids) if attention_mask is None else attention_mask.numpy().astype(np.int64),
-                "token_type_ids": np.zeros_like(ids) if token_type_ids is None else token_type_ids.numpy()}
-        return _Out(torch.from_numpy(self.session.run(None, feed)[0]))
-
-
 def make_runners(paths: dict, threads: int, facts: dict) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, pipeline
@@ -170,8 +143,10 @@ def make_runners(paths: dict, threads: int, facts: dict) -> dict:
         clf.scorer.model = replacement(clf.scorer.model.config)
         return clf
 
-    runners["ORT fp32"] = anchor(lambda cfg: _OrtModel(paths["onnx_fp32"], cfg, threads))
-    runners["ORT int8"] = anchor(lambda cfg: _OrtModel(paths["onnx_int8"], cfg, threads))
+    from zs_ray.engine.onnx import OrtNliModel  # the ONNX Runtime session zs-ray's onnx-int8 runs in
+
+    runners["ORT fp32"] = anchor(lambda cfg: OrtNliModel(paths["onnx_fp32"], cfg, threads))
+    runners["ORT int8"] = anchor(lambda cfg: OrtNliModel(paths["onnx_int8"], cfg, threads))
 
     def torch_int8(cfg):
         plain = AutoModelForSequenceClassification.from_pretrained(model).eval()
