@@ -158,6 +158,8 @@ def make_runners(paths: dict, threads: int, facts: dict) -> dict:
     for mode in ("fp32", "bf16", "int8", "onnx-int8"):
         if mode == "bf16" and not facts["native_bf16"]:
             continue  # emulated bf16 runs at a tenth of fp32's speed: not a candidate here
+        if mode == "onnx-int8" and not onnx_available():
+            continue
         runners[f"zs-ray {mode}"] = ZeroShotClassifier(model, LABELS, TEMPLATE, precision=mode)
     return runners
 

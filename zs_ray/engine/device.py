@@ -115,13 +115,11 @@ def resolve_precision(precision: str, device: str) -> str:
             return "int8"
         return "fp32"
     if precision == "onnx-int8":
-        from zs_ray.engine.onnx import onnx_available
+        from zs_ray.engine.onnx import require_onnx
 
         if device != "cpu":
             raise ZsRayError(f"--precision onnx-int8 runs on CPUs only, not on device {device!r}: choose auto")
-        if not onnx_available():
-            raise ZsRayError('--precision onnx-int8 needs ONNX Runtime: pip install "zs-ray[onnx]" '
-                             "(or choose fp32, int8 or auto)")
+        require_onnx()
         return precision
     if precision == "int8" and (device != "cpu" or not cpu_int8_available()):
         where = f"device {device!r}" if device != "cpu" else f"this CPU (torch kernels: {cpu_capability()})"

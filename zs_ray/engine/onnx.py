@@ -38,6 +38,13 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
+def require_onnx() -> None:
+    """Raise the one-line error of ``--precision onnx-int8`` without the ``onnx`` extra."""
+    if not onnx_available():
+        raise ZsRayError('--precision onnx-int8 needs ONNX Runtime: pip install "zs-ray[onnx]" '
+                         "(or choose fp32, int8 or auto)")
+
+
 def vnni() -> bool:
     """Whether ONNX Runtime's int8 GEMMs get VNNI here (it picks its kernels from cpuid; no cap)."""
     from zs_ray.engine.device import cpu_flags
@@ -136,9 +143,7 @@ def _export(model, target: Path, reduce_range: bool, probe) -> None:
 def onnx_int8_model(model, model_path: str, first_token_only: bool, threads: int, probe) -> OrtNliModel:
     """The int8 ONNX Runtime form of the fp32 torch ``model`` (exported and quantized once per machine,
     then cached). ``probe(candidate, tol)`` raises unless ``candidate`` gives the torch model's logits."""
-    if not onnx_available():
-        raise ZsRayError('--precision onnx-int8 needs ONNX Runtime: pip install "zs-ray[onnx]" '
-                         "(or choose fp32, int8 or auto)")
+    require_onnx()
     reduce_range = not vnni()
     target = cache_root() / cache_key(model_path, first_token_only, reduce_range) / "model-int8.onnx"
     if not target.exists():
