@@ -71,13 +71,25 @@ MARGIN = 0.05
 def isa_facts() -> dict:
     import torch
 
-    from zs_ray.engine import cpu_capability, cpu_flags, cpu_int8_vnni, cpu_runs_native_bf16, resolve_precision
+    from zs_ray.engine import cpu_capability, cpu_flags, cpu_int8_vnni, cpu_runs_native_bf16
 
     flags = cpu_flags()
     return {"flags": [f for f in FLAGS if f in flags], "torch_capability": cpu_capability(),
             "env": {k: os.environ[k] for k in AVX2_ENV if k in os.environ},
-            "native_bf16": cpu_runs_native_bf16(), "int8_vnni": cpu_int8_vnni(),
-            "auto": resolve_precision("auto", "cpu"), "torch": torch.__version__}
+            "native_bf16": cpu_runs_native_bf16(), "int8_vnni": cpu_int8_vnni(), "torch": torch.__version__}
+
+
+def auto_choice(model: str) -> dict:
+    """What ``auto`` measures and picks here (zs_ray.engine.calibrate; its store is this ISA's cache dir)."""
+    from zs_ray import ZeroShotClassifier
+    from zs_ray.engine.calibrate import cache_file
+
+    start = time.perf_counter()
+    chosen = ZeroShotClassifier(model, LABELS, TEMPLATE, precision="auto").precision
+    seconds = time.perf_counter() - start
+    entries = json.loads(cache_file().read_text()).values() if cache_file().exists() else []
+    rates = next((e["pairs_per_s"] for e in entries if e["choice"] == chosen), {})
+    return {"auto": chosen, "auto_rates": rates, "auto_s": seconds}
 
 
 def loadavg() -> str:
@@ -184,7 +196,7 @@ def run_isa(paths: dict, args) -> dict:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
-    facts = isa_facts()
+    facts = {**isa_facts(), **auto_choice(paths["model"])}
     load = [loadavg()]
     runners = make_runners(paths, args.threads, facts)
     data = datasets(args.texts, args.articles)
@@ -227,7 +239,9 @@ def fmt_isa(res: dict, imitated: bool) -> str:
     lines = [f"### {kind}", "",
              f"- CPU flags: {', '.join(facts['flags']) or 'none of ' + ', '.join(FLAGS)}; torch capability: "
              f"{facts['torch_capability']}; native bf16: {facts['native_bf16']}; fbgemm VNNI: {facts['int8_vnni']}; "
-             f"`auto` resolves to **{facts['auto']}**",
+             f"`auto` measured here and chose **{facts['auto']}** (probe pairs/s: "
+             + ", ".join(f"{m} {r:.0f}" for m, r in facts.get("auto_rates", {}).items())
+             + f"; first load with the measurement {facts.get('auto_s', 0):.1f} s)",
              f"- started {res['started']}; load average (1/5/15 min) at start and after each round: "
              f"{' | '.join(res['load'])}", ""]
     data = res["data"]

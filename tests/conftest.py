@@ -1,12 +1,16 @@
 """Shared fixtures: one local Ray cluster for the in-process tests."""
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# ONNX exports and auto's measurements (zs_ray.engine.calibrate) go to a store of this test session, which
+# the Ray workers and the CLI processes the tests start inherit.
+os.environ.setdefault("ZS_RAY_CACHE", tempfile.mkdtemp(prefix="zs-ray-cache-"))
 
 
 @pytest.fixture(scope="session")

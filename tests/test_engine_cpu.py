@@ -1,6 +1,7 @@
 """CPU precision modes: each fast mode within its stated agreement bound, and ``auto`` decided from what
 torch will actually run (never assuming bf16 is native: these pass on AVX2-only and AVX-512 CPUs)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -85,11 +86,33 @@ def test_onnx_int8_is_refused_off_cpu_and_without_onnxruntime(monkeypatch):
         resolve_precision("onnx-int8", "cpu")
 
 
-def test_auto_is_within_its_modes_bound(nli_model, exact):
+def test_auto_measures_this_machine_once_and_stays_within_its_modes_bound(nli_model, exact, tmp_path, monkeypatch):
+    """``auto`` measures every candidate mode of this CPU on the loaded model, stores what it saw and what it
+    chose, and later loads take the stored choice without measuring; the choice is within its bound."""
+    from zs_ray.engine import calibrate, cpu_candidates
+
+    monkeypatch.setenv("ZS_RAY_CACHE", str(tmp_path))
     clf = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="auto")
-    assert clf.precision == resolve_precision("auto", "cpu")
+    (entry,) = json.loads(calibrate.cache_file().read_text()).values()
+    assert set(entry["pairs_per_s"]) == set(cpu_candidates()) and clf.precision in cpu_candidates()
+    assert entry["choice"] == clf.precision == calibrate.choose(entry["pairs_per_s"])
+    monkeypatch.setattr(calibrate, "measure", lambda *a: pytest.fail("measured again"))
+    assert ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="auto").precision == clf.precision
     if clf.precision != "fp32":
         check_bound(clf.precision, exact, clf(TEXTS))
+
+
+@pytest.mark.parametrize("rates,expected", [
+    ({"fp32": 10, "bf16": 20, "int8": 21, "onnx-int8": 23}, "bf16"),  # int8 not 1.2x bf16: the faithful one
+    ({"fp32": 10, "int8": 16, "onnx-int8": 22}, "onnx-int8"),  # AVX2-only: the fastest int8 runtime
+    ({"fp32": 10, "int8": 11.5}, "fp32"),  # int8 barely faster: fp32
+    ({"fp32": 10, "bf16": 11, "int8": 30}, "int8"),
+    ({"fp32": 10}, "fp32"),
+])
+def test_auto_takes_the_fastest_unless_a_faithful_mode_is_close(rates, expected):
+    from zs_ray.engine.calibrate import choose
+
+    assert choose(rates) == expected
 
 
 @pytest.mark.parametrize("capability,flags,onednn,int8,expected", [
@@ -142,11 +165,12 @@ def test_auto_under_avx2_kernels_is_not_bf16():
     ``auto`` does not pick bf16, whatever /proc/cpuinfo says."""
     code = ("import torch, zs_ray.engine as e; "
             "print(torch.backends.cpu.get_cpu_capability(), e.resolve_precision('auto', 'cpu'), "
-            "e.cpu_runs_native_bf16(), e.cpu_int8_vnni(), e.cpu_int8_available())")
+            "e.cpu_runs_native_bf16(), e.cpu_int8_vnni(), e.cpu_int8_available(), ','.join(e.cpu_candidates()))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    capability, auto, native_bf16, vnni, int8 = done.stdout.split()
+    capability, auto, native_bf16, vnni, int8, candidates = done.stdout.split()
     assert capability in ("AVX2", "DEFAULT")
     assert auto != "bf16" and native_bf16 == "False" and vnni == "False"
     assert auto == ("int8" if int8 == "True" else "fp32")
+    assert "bf16" not in candidates.split(",")  # what a loaded model's auto measures

@@ -47,6 +47,22 @@ def test_percent_and_concatenated_splits(mlsum_dir):
     assert len({r["id"] for r in both}) == 205
 
 
+def test_a_small_run_is_cut_into_enough_read_tasks(tmp_path):
+    """A run under MIN_READ_TASKS x ROWS_PER_READ_TASK rows is cut finer (at row groups), so that every actor
+    of a pool gets blocks and not only the first one ready; the rows and ids are those of the default cut."""
+    from zs_ray.read import plan_runs, source as src
+
+    pq.write_table(pa.Table.from_pylist(source(8000), schema=MLSUM_SCHEMA), tmp_path / "f.parquet",
+                   row_group_size=256)
+    default = plan_read(str(tmp_path / "f.parquet"), None, "train", "summary")
+    assert [s.take for s in default.segments] == [4096, 3904]  # 16 row groups of 256 to a task
+    (plan,) = plan_runs(str(tmp_path / "f.parquet"), None, "train", "summary")
+    assert len(plan.segments) == src.MIN_READ_TASKS and [s.take for s in plan.segments] == [512] * 15 + [320]
+    assert rows_of(plan) == rows_of(default)
+    (tiny,) = plan_runs(str(tmp_path / "f.parquet"), None, "train[:1000]", "summary")
+    assert [s.take for s in tiny.segments] == [512, 488]  # never under MIN_ROWS_PER_READ_TASK (512) a task
+
+
 @pytest.mark.parametrize("layout", ["single", "shards", "split_dir", "flat", "data_dir"])
 def test_hub_parquet_layouts(tmp_path, layout):
     table = pa.Table.from_pylist(source(30), schema=MLSUM_SCHEMA)

@@ -96,7 +96,7 @@ def _calibrate(model: str, labels: list, template: str, chars: float, multi_labe
     """Runs on a model worker's resources: pairs/s of the engine on texts of ``chars`` characters."""
     import torch
 
-    from zs_ray.engine import ZeroShotClassifier, resolve_precision, torch_threads_for
+    from zs_ray.engine import ZeroShotClassifier, torch_threads_for
 
     if device == "cpu":
         torch.set_num_threads(torch_threads_for(cpus))
@@ -111,7 +111,7 @@ def _calibrate(model: str, labels: list, template: str, chars: float, multi_labe
         clf(texts)
         calls += 1
     seconds = time.perf_counter() - start
-    return {**_hardware(device, cpus), "precision": resolve_precision(precision, device),
+    return {**_hardware(device, cpus), "precision": clf.precision,
             "pairs_per_s": calls * per_call * len(labels) / seconds, "load_s": load_s,
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -150,7 +150,9 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "
     if config.dry_run:
         return dry_run(config, run.plans, run.settings, pools)
     start = time.perf_counter()
-    precision = worker_precision(config.precision, pools.device, pools.model.gpus)  # resolved while streaming
+    first_model = next(iter(run.settings.values())).model
+    precision = worker_precision(config.precision, pools.device, pools.model.gpus, first_model,
+                                 pools.model.cpus)  # resolved while streaming
 
     def manifest(precision: str, counts: dict) -> dict:
         return run_manifest(config, run, counts, precision_requested=config.precision, precision=precision,

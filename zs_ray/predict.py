@@ -76,16 +76,36 @@ class ModelStage:
         return batch
 
 
-def _precision_on_worker(precision: str, device: str) -> str:
+def _precision_on_worker(precision: str, device: str, model: str, cpus: float) -> str:
+    if precision == "auto" and device == "cpu":  # the actors' measurement on this node (engine.calibrate)
+        from zs_ray.engine import cpu_candidates
+        from zs_ray.engine.calibrate import stored_choice
+        from zs_ray.engine.model import _model_dir
+
+        threads = torch_threads_for(cpus)
+        chosen = stored_choice(_model_dir(model), threads, cpu_candidates())
+        if chosen:
+            return chosen
+        import torch
+
+        torch.set_num_threads(threads)  # a node where no actor ran: measured here, as an actor would
+        return NliScorer(model, precision=precision, device=device).precision
     return resolve_precision(precision, device)
 
 
-def worker_precision(precision: str, device: str, num_gpus: float) -> Callable[[], str]:
-    """The precision the model actors run (``auto`` resolved on a worker's own hardware), as a function
-    to call at the end: the probe task runs while the job streams."""
+def worker_precision(precision: str, device: str, num_gpus: float, model: str, cpus: float) -> Callable[[], str]:
+    """The precision the model actors ran ``model`` in (``auto`` resolved on a worker's own hardware), as a
+    function to call once the stream is done: on a CPU the actors' stored measurement is read then, rather
+    than measured again beside them at the start."""
     if precision != "auto":
         return lambda: precision
+    import functools
+
     import ray
 
-    ref = ray.remote(_precision_on_worker).options(num_gpus=num_gpus, num_cpus=0.25).remote(precision, device)
-    return lambda: ray.get(ref)
+    @functools.cache
+    def get() -> str:
+        return ray.get(ray.remote(_precision_on_worker).options(num_gpus=num_gpus, num_cpus=0.25).remote(
+            precision, device, model, cpus))
+
+    return get

@@ -19,8 +19,8 @@ classifiers, a last layer computed for the [CLS] token only. Each is checked
 against the layer it replaces when the model is loaded. ``precision="int8"`` (CPU)
 runs the encoder's linears as fbgemm dynamic int8 GEMMs (VNNI where present);
 ``precision="onnx-int8"`` (CPU, the ``onnx`` extra) exports the model to ONNX Runtime and runs it
-int8-quantized, the fastest CPU mode where bf16 is not native (``onnx``); ``auto``
-on CPU is bf16 where torch runs bf16 natively, else int8, else fp32 (``device``). On GPUs the model runs
+int8-quantized (``onnx``); ``auto`` on CPU measures this machine's candidate modes once per model and
+takes the fastest faithful one (``calibrate``). On GPUs the model runs
 transformers' SDPA kernels; inputs go through pinned memory without per-batch
 synchronisation.
 
@@ -37,6 +37,7 @@ Modules:
 * ``postprocess``: logits to label probabilities, labels ranked by score.
 * ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, int8 linears, [CLS]-only last layer).
 * ``onnx``: the ONNX Runtime int8 backend (export once per machine, check, quantize, cache).
+* ``calibrate``: ``auto`` on CPU, measured per machine and model, stored.
 * ``model``: ``NliScorer``, the model wrapper.
 * ``classifier``: ``ZeroShotClassifier``, the two halves together.
 """
@@ -45,6 +46,7 @@ from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_
 from zs_ray.engine.classifier import ZeroShotClassifier
 from zs_ray.engine.device import (
     AGREEMENT_BOUNDS,
+    cpu_candidates,
     cpu_capability,
     cpu_flags,
     cpu_int8_available,
@@ -71,6 +73,7 @@ __all__ = [
     "Pairs",
     "ZeroShotClassifier",
     "check_model",
+    "cpu_candidates",
     "cpu_capability",
     "cpu_flags",
     "cpu_int8_available",

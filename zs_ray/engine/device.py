@@ -90,6 +90,22 @@ def cpu_int8_vnni() -> bool:
     return "avx512_vnni" in cpu_flags()
 
 
+def cpu_candidates() -> list:
+    """The CPU modes ``auto`` measures here (``calibrate``), most faithful first: fp32; bf16 where it runs
+    natively (emulated bf16 is ~10x slower than fp32); torch int8 where torch has an x86 int8 engine; ONNX
+    Runtime int8 where the ``onnx`` extra is installed and the CPU has AVX2."""
+    from zs_ray.engine.onnx import onnx_available
+
+    out = ["fp32"]
+    if cpu_runs_native_bf16():
+        out.append("bf16")
+    if cpu_int8_available():
+        out.append("int8")
+    if onnx_available() and "avx2" in cpu_flags():
+        out.append("onnx-int8")
+    return out
+
+
 def resolve_device(device: Optional[str] = None) -> str:
     import torch
 
@@ -99,10 +115,11 @@ def resolve_device(device: Optional[str] = None) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """The precision a model runs in ("fp32", "bf16", "fp16", "int8"). ``auto``: bf16 on GPUs that support
-    it (else fp16); on CPUs, bf16 where it runs natively (see ``cpu_runs_native_bf16``), else int8 where
-    torch has an int8 engine (AVX2 and up), else fp32. ``int8`` (dynamic quantization of the encoder's
-    linears) is a CPU mode."""
+    """The precision a model runs in ("fp32", "bf16", "fp16", "int8", "onnx-int8"). ``auto``: bf16 on GPUs
+    that support it (else fp16). On CPUs a loaded model measures its candidates (``calibrate``, through
+    ``NliScorer``); without a model this gives the expected winner: bf16 where it runs natively (see
+    ``cpu_runs_native_bf16``), else int8 where torch has an int8 engine (AVX2 and up), else fp32. ``int8``
+    (dynamic quantization of the encoder's linears) and ``onnx-int8`` are CPU modes."""
     import torch
 
     check_precision(precision)

@@ -7,7 +7,8 @@ from typing import Optional
 import numpy as np
 
 from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
-from zs_ray.engine.device import cpu_int8_vnni, resolve_device, resolve_dtype, resolve_precision
+from zs_ray.engine.calibrate import auto_cpu_precision
+from zs_ray.engine.device import cpu_candidates, cpu_int8_vnni, resolve_device, resolve_dtype, resolve_precision
 from zs_ray.engine.kernels import (
     ATTENTION,
     _register_attention,
@@ -52,6 +53,10 @@ class NliScorer:
         from transformers import AutoModelForSequenceClassification
 
         self.device = resolve_device(device)
+        if precision == "auto" and self.device == "cpu":  # measured once per machine and model (calibrate)
+            precision = auto_cpu_precision(model, _model_dir(model), torch.get_num_threads(), cpu_candidates(),
+                                           lambda mode: NliScorer(model, multi_label, mode, "cpu", batch_size,
+                                                                  max_tokens))
         self.precision = resolve_precision(precision, self.device)
         self.dtype = resolve_dtype(self.precision, self.device)
         self.multi_label = multi_label

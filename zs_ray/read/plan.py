@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 import pyarrow as pa
@@ -29,11 +29,24 @@ class ReadPlan:
     schema: pa.Schema  # output schema of the read stage (source columns + id, + config for datasets with configs)
     renamed: dict[str, str]
     split_rows: dict[str, int] = field(default_factory=dict)  # rows per split name, in order
-
+    ranges: list = field(default_factory=list, repr=False)  # what the segments were cut from (``cut``)
 
     @property
     def num_rows(self) -> int:
         return sum(s.take for s in self.segments)
+
+    def cut(self, rows_per_task: int) -> "ReadPlan":
+        """The same rows in read tasks of about ``rows_per_task`` rows (Parquet row groups and JSON-lines
+        blocks stay whole)."""
+        return replace(self, segments=[seg for r in self.ranges for seg in _segments(*r, rows_per_task)])
+
+
+def rows_per_read_task(num_rows: int) -> int:
+    """Rows per read task for a run of ``num_rows``: ``source.ROWS_PER_READ_TASK``, or fewer for a small run so
+    that it still makes ``source.MIN_READ_TASKS`` blocks (every actor of a pool gets work, not the first one
+    ready), but never under ``source.MIN_ROWS_PER_READ_TASK`` (each block costs every stage something)."""
+    wanted = -(-num_rows // source.MIN_READ_TASKS)
+    return max(source.MIN_ROWS_PER_READ_TASK, min(source.ROWS_PER_READ_TASK, wanted))
 
 
 # --------------------------------------------------------------------------- split syntax
@@ -89,6 +102,9 @@ def plan_runs(dataset: str, configs: Optional[str], split: str, text_field: str)
     if dupes:
         raise ZsRayError(f"--config {configs} names {', '.join(dupes)} twice")
     plans = [plan_read(dataset, name, split, text_field) for name in names]
+    rows = rows_per_read_task(sum(p.num_rows for p in plans))
+    if rows < source.ROWS_PER_READ_TASK:
+        plans = [p.cut(rows) for p in plans]
     if len(plans) > 1 and any(p.config is None for p in plans):
         raise ZsRayError(f"--config {configs}: {dataset} has no configs, so it cannot be read as several")
     for plan in plans[1:]:
@@ -120,26 +136,27 @@ def plan_read(dataset: str, config: Optional[str], split: str, text_field: str) 
     _check_text_field(schema, text_field)
     info = {path: source.file_info(fs, path) for path in paths}
     lengths = {n: sum(sum(info[p].rows) for p in files[n]) for n in names}
-    segments: list[Segment] = []
+    ranges: list[tuple] = []
     split_rows: dict[str, int] = {}
     for instr in _absolute(split, lengths):
         name = instr.splitname
         prefix = posixpath.splitext(posixpath.basename(files[name][0]))[0] if single else (
             f"{used_config}-{name}" if used_config else name)
-        segments.extend(_segments(files[name], info, instr.from_, instr.to, prefix, schema, used_config))
+        ranges.append((files[name], info, instr.from_, instr.to, prefix, schema, used_config))
         split_rows[name] = split_rows.get(name, 0) + instr.to - instr.from_
     renamed = {c: source_name(c) for c in schema.names if source_name(c) != c}
     out_schema = pa.schema([pa.field(renamed.get(f.name, f.name), f.type) for f in schema]).append(
         pa.field(ID_COLUMN, pa.string()))
     if used_config is not None:
         out_schema = out_schema.append(pa.field(CONFIG_COLUMN, pa.string()))
+    segments = [seg for r in ranges for seg in _segments(*r, source.ROWS_PER_READ_TASK)]
     return ReadPlan(dataset, used_config, split, renamed.get(text_field, text_field), fs, segments, out_schema,
-                    renamed, split_rows)
+                    renamed, split_rows, ranges)
 
 
 def _segments(paths, info, start: int, stop: int, prefix: str, json_schema: pa.Schema,
-              config: Optional[str]) -> Iterator[Segment]:
-    """Cut rows [start, stop) of a split (files in order) into read tasks of about ROWS_PER_READ_TASK rows,
+              config: Optional[str], rows_per_task: int) -> Iterator[Segment]:
+    """Cut rows [start, stop) of a split (files in order) into read tasks of about ``rows_per_task`` rows,
     at row-group (Parquet) or block (JSON lines) boundaries."""
     offset = 0  # index in the split of the current row group's first row
     for path in paths:
@@ -152,7 +169,7 @@ def _segments(paths, info, start: int, stop: int, prefix: str, json_schema: pa.S
                     skip, first = lo - offset, lo
                 groups.append(rg)
                 take += hi - lo
-                if take >= source.ROWS_PER_READ_TASK:
+                if take >= rows_per_task:
                     yield info[path].segment(path, groups, skip, take, first, prefix, json_schema, config)
                     groups, take = [], 0
             offset += n

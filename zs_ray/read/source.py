@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 from zs_ray.errors import ZsRayError
 from zs_ray.output import CONFIG_COLUMN, ID_COLUMN
 
-ROWS_PER_READ_TASK = 4096
+ROWS_PER_READ_TASK = 4096  # a read task's rows (a block through every stage; the resume granularity)
+MIN_READ_TASKS = 16  # a smaller run is cut finer, down to ...
+MIN_ROWS_PER_READ_TASK = 512  # ... read tasks of this many rows (see plan.rows_per_read_task)
 _CHUNK = 1 << 20  # bytes read at a time while indexing JSON lines
 _BLANK = b" \t\r"  # JSON whitespace other than the newline: a line of only these is blank
 
