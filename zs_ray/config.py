@@ -65,8 +65,9 @@ class AnnotateConfig:
         "Score each label on its own (entailment vs contradiction) instead of a softmax over labels."))
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8", "onnx-int8"] = field(default="auto", metadata=_help(
         "fp32 (exact: the pipeline's scores to 1e-4), bf16, fp16, int8 (CPU: dynamic int8 linears), onnx-int8 "
-        "(CPU: the model exported to ONNX Runtime int8 once per machine; needs the onnx extra), or auto "
-        "(GPUs: bf16; CPUs: bf16 where torch runs it natively, else int8 on x86 with AVX2+, else fp32)."))
+        "(CPU: the model exported to ONNX Runtime int8 once per machine), or auto (GPUs: bf16; CPUs: the "
+        "fastest of this CPU's modes, measured once per machine and model, unless a more faithful one is within "
+        "1.2x of it)."))
     batch_size: Optional[int] = field(default=None, metadata=_help(
         "Most (text, label) pairs per forward pass (default: 64 on CPU, 1024 on GPU); pairs are sorted by "
         "length and also cut by a padded-token budget."))

@@ -10,7 +10,7 @@ VNNI, as ONNX Runtime advises against the int16 saturation of AVX2's ``vpmaddubs
 options, so each machine exports a model once; concurrent actors write to their own temporary files and
 rename.
 
-Install with ``pip install "zs-ray[onnx]"`` (onnxruntime, onnx). Why this and not hand-written kernels:
+onnxruntime and onnx are dependencies of zs-ray. Why this and not hand-written kernels:
 benchmarks/results-engine.md (ONNX Runtime int8 ahead of torch's fbgemm int8 on AVX-512 and AVX2).
 """
 
@@ -41,7 +41,7 @@ def onnx_available() -> bool:
 def require_onnx() -> None:
     """Raise the one-line error of ``--precision onnx-int8`` without the ``onnx`` extra."""
     if not onnx_available():
-        raise ZsRayError('--precision onnx-int8 needs ONNX Runtime: pip install "zs-ray[onnx]" '
+        raise ZsRayError('--precision onnx-int8 needs ONNX Runtime, which this install lacks: pip install onnxruntime onnx '
                          "(or choose fp32, int8 or auto)")
 
 
