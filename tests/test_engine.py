@@ -150,7 +150,10 @@ def test_cpu_fast_paths_are_in_use(nli_model):
     n_linear = 2 * 6 + 2  # tiny model: 2 layers x (q, k, v, attention out, intermediate, output) + head
     assert exact.scorer.fast_linears == n_linear
     bf16 = ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="bf16")
-    assert bf16.scorer.fast_linears == n_linear
+    from zs_ray.engine import cpu_runs_native_bf16
+
+    # Without native bf16 oneDNN may have no bf16 GEMMs at all (AVX2 kernels): then every layer is kept as it is.
+    assert bf16.scorer.fast_linears in ((n_linear,) if cpu_runs_native_bf16() else (0, n_linear))
     assert bf16.scorer.model.config._attn_implementation == "zs_ray_bmm"
     assert exact.scorer.first_token_only and bf16.scorer.first_token_only  # last layer: [CLS] only
     out = bf16(TEXTS[:4])
