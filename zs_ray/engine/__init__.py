@@ -18,7 +18,7 @@ cache-friendly attention for bf16, GELU fused into its GEMM, and, for BERT-famil
 classifiers, a last layer computed for the [CLS] token only. Each is checked
 against the layer it replaces when the model is loaded. ``precision="int8"`` (CPU)
 runs the encoder's linears as fbgemm dynamic int8 GEMMs (VNNI where present);
-``precision="onnx-int8"`` (CPU, the ``onnx`` extra) exports the model to ONNX Runtime and runs it
+``precision="onnx-int8"`` (CPU) exports the model to ONNX Runtime and runs it
 int8-quantized (``onnx``); ``auto`` on CPU measures this machine's candidate modes once per model and
 takes the fastest faithful one (``calibrate``). On GPUs the model runs
 transformers' SDPA kernels; inputs go through pinned memory without per-batch

@@ -93,7 +93,7 @@ def cpu_int8_vnni() -> bool:
 def cpu_candidates() -> list:
     """The CPU modes ``auto`` measures here (``calibrate``), most faithful first: fp32; bf16 where it runs
     natively (emulated bf16 is ~10x slower than fp32); torch int8 where torch has an x86 int8 engine; ONNX
-    Runtime int8 where the ``onnx`` extra is installed and the CPU has AVX2."""
+    Runtime int8 on x86 with AVX2 (where the install has ONNX Runtime, a dependency of zs-ray)."""
     from zs_ray.engine.onnx import onnx_available
 
     out = ["fp32"]

@@ -39,7 +39,7 @@ def onnx_available() -> bool:
 
 
 def require_onnx() -> None:
-    """Raise the one-line error of ``--precision onnx-int8`` without the ``onnx`` extra."""
+    """Raise the one-line error of ``--precision onnx-int8`` on an install without ONNX Runtime."""
     if not onnx_available():
         raise ZsRayError('--precision onnx-int8 needs ONNX Runtime, which this install lacks: pip install onnxruntime onnx '
                          "(or choose fp32, int8 or auto)")

@@ -149,9 +149,8 @@ def plan_read(dataset: str, config: Optional[str], split: str, text_field: str) 
         pa.field(ID_COLUMN, pa.string()))
     if used_config is not None:
         out_schema = out_schema.append(pa.field(CONFIG_COLUMN, pa.string()))
-    segments = [seg for r in ranges for seg in _segments(*r, source.ROWS_PER_READ_TASK)]
-    return ReadPlan(dataset, used_config, split, renamed.get(text_field, text_field), fs, segments, out_schema,
-                    renamed, split_rows, ranges)
+    return ReadPlan(dataset, used_config, split, renamed.get(text_field, text_field), fs, [], out_schema,
+                    renamed, split_rows, ranges).cut(source.ROWS_PER_READ_TASK)
 
 
 def _segments(paths, info, start: int, stop: int, prefix: str, json_schema: pa.Schema,
