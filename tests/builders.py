@@ -172,3 +172,99 @@ def build_unigram_tokenizer(path: Path, max_length: int = 64, truncation_side: s
                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
     tok.save_pretrained(str(path))
     return tok
+
+
+def build_xlmr_tokenizer(path: Path, max_length: int = 128):
+    """A SentencePiece-style Unigram tokenizer laid out as XLM-RoBERTa's (``<s> A </s></s> B </s>``, no token
+    type ids, ``<pad>`` at 1)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    uni = Tokenizer(models.Unigram())
+    uni.normalizer = normalizers.NFKC()
+    uni.pre_tokenizer = pre_tokenizers.Metaspace()
+    uni.decoder = decoders.Metaspace()
+    uni.train_from_iterator(corpus_sentences(), trainers.UnigramTrainer(vocab_size=700, special_tokens=specials,
+                                                                        unk_token="<unk>"))
+    uni.post_processor = RobertaProcessing(("</s>", uni.token_to_id("</s>")), ("<s>", uni.token_to_id("<s>")))
+    tok = PreTrainedTokenizerFast(tokenizer_object=uni, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                  cls_token="<s>", pad_token="<pad>", unk_token="<unk>", model_max_length=max_length,
+                                  model_input_names=["input_ids", "attention_mask"])
+    tok.save_pretrained(str(path))
+    return tok
+
+
+def build_bert_tokenizer(path: Path, max_length: int = 128):
+    """A real cased WordPiece tokenizer saved as BERT's (``BertTokenizerFast``)."""
+    from transformers import BertTokenizerFast
+
+    electra = build_tokenizer(path, max_length=max_length)
+    tok = BertTokenizerFast(vocab=electra.get_vocab(), do_lower_case=False, strip_accents=False,
+                            model_max_length=max_length)
+    tok.save_pretrained(str(path))
+    return tok
+
+
+ARCHITECTURES = ("electra", "deberta-v2", "bert", "xlm-roberta")
+
+
+def build_arch_nli_model(path: Path, arch: str, layers: int = 2, hidden: int = 32, heads: int = 2, ffn: int = 64,
+                         max_length: int = 128, initializer_range: float = 0.4, seed: int = 0,
+                         entailment_index: int | None = None, position_buckets: int = 32) -> Path:
+    """A tiny NLI sequence classifier of architecture ``arch`` (``ARCHITECTURES``) with a real tokenizer of its
+    family and random, discriminative weights. DeBERTa-v2 is built as mDeBERTa-v3-xnli is: relative attention
+    with p2c/c2p, log position buckets, shared attention keys, LayerNorm'd relative embeddings, no absolute
+    positions, no token types, entailment at index 0 (others: index 2)."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+    )
+
+    if arch == "electra":
+        return build_nli_model(path, entailment_index=2 if entailment_index is None else entailment_index,
+                               layers=layers, hidden=hidden, heads=heads, ffn=ffn, max_length=max_length,
+                               initializer_range=initializer_range, seed=seed)
+    path = Path(path)
+    entail = (0 if arch == "deberta-v2" else 2) if entailment_index is None else entailment_index
+    names = ["entailment", "neutral", "contradiction"] if entail == 0 else ["contradiction", "neutral", "entailment"]
+    common = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
+                  initializer_range=initializer_range, id2label=dict(enumerate(names)),
+                  label2id={n: i for i, n in enumerate(names)})
+    if arch == "deberta-v2":
+        tok = build_unigram_tokenizer(path, max_length=max_length)
+        config = DebertaV2Config(vocab_size=len(tok), max_position_embeddings=max(max_length, 512),
+                                 relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                 position_buckets=position_buckets, max_relative_positions=-1, share_att_key=True,
+                                 norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0,
+                                 pad_token_id=tok.pad_token_id, hidden_act="gelu", **common)
+        cls = DebertaV2ForSequenceClassification
+    elif arch == "bert":
+        tok = build_bert_tokenizer(path, max_length=max_length)
+        config = BertConfig(vocab_size=len(tok), max_position_embeddings=max(max_length, 512),
+                            pad_token_id=tok.pad_token_id, **common)
+        cls = BertForSequenceClassification
+    elif arch == "xlm-roberta":
+        tok = build_xlmr_tokenizer(path, max_length=max_length)
+        config = XLMRobertaConfig(vocab_size=len(tok), max_position_embeddings=max(max_length, 512) + 2,
+                                  type_vocab_size=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                  eos_token_id=tok.eos_token_id, **common)
+        cls = XLMRobertaForSequenceClassification
+    else:
+        raise ValueError(f"unknown architecture {arch!r}")
+    torch.manual_seed(seed)
+    cls(config).eval().save_pretrained(str(path))
+    return path
+
+
+def mdeberta_base_shape(path: Path, max_length: int = 512) -> Path:
+    """An mDeBERTa-v3-base-shaped NLI model (12 layers, hidden 768, 12 heads, FFN 3072, 256 position buckets)
+    with random weights and the tiny Unigram tokenizer (the 250k-row embedding only costs a lookup)."""
+    return build_arch_nli_model(path, "deberta-v2", layers=12, hidden=768, heads=12, ffn=3072, max_length=max_length,
+                                initializer_range=0.02, position_buckets=256)

@@ -178,8 +178,13 @@ def _first_token_layer_class():
 
 
 def first_token_last_layer(model):
-    """Wrap the last encoder layer of a BERT-family sequence classifier in ``FirstTokenLayer``; returns
-    a function that undoes it, or None where the model is not of that shape."""
+    """Wrap the last encoder layer of a BERT-family sequence classifier in ``FirstTokenLayer`` (DeBERTa-v2's
+    in ``deberta.FirstTokenDebertaLayer``); returns a function that undoes it, or None where the model is not
+    of either shape."""
+    from zs_ray.engine import deberta
+
+    if deberta.is_deberta_v2(model):
+        return deberta.first_token_last_layer(model)
     layers = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
     if not layers or not len(layers):
         return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
 
 from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
 from zs_ray.engine.calibrate import auto_cpu_precision
+from zs_ray.engine import guard
+from zs_ray.engine.deberta import fast_attention
 from zs_ray.engine.device import cpu_candidates, cpu_int8_vnni, resolve_device, resolve_dtype, resolve_precision
 from zs_ray.engine.kernels import (
     ATTENTION,
@@ -21,6 +24,8 @@ from zs_ray.engine.onnx import onnx_int8_model
 from zs_ray.engine.pairs import Pairs
 from zs_ray.engine.postprocess import label_probabilities
 from zs_ray.errors import ZsRayError
+
+log = logging.getLogger(__name__)
 
 
 def _model_dir(model: str) -> str:
@@ -50,41 +55,67 @@ class NliScorer:
         max_tokens: Optional[int] = None,
     ):
         import torch
-        from transformers import AutoModelForSequenceClassification
 
         self.device = resolve_device(device)
+        self.asked = precision
         if precision == "auto" and self.device == "cpu":  # measured once per machine and model (calibrate)
             precision = auto_cpu_precision(model, _model_dir(model), torch.get_num_threads(), cpu_candidates(),
                                            lambda mode: NliScorer(model, multi_label, mode, "cpu", batch_size,
                                                                   max_tokens))
-        self.precision = resolve_precision(precision, self.device)
-        self.dtype = resolve_dtype(self.precision, self.device)
+        self.name = model
         self.multi_label = multi_label
         self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))
         self.max_tokens = int(max_tokens) if max_tokens else default_max_tokens(self.device)
-        on_cpu = torch.device(self.device).type == "cpu"
-        kwargs = {"dtype": self.dtype}
-        if on_cpu and self.dtype != torch.float32:
-            _register_attention()
-            kwargs["attn_implementation"] = ATTENTION
-        if self.precision == "onnx-int8":
-            kwargs["attn_implementation"] = "eager"  # plain ops for the ONNX exporter
+        self.pin = torch.device(self.device).type == "cuda"
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
+            self._load(resolve_precision(precision, self.device))
+        except ZsRayError as exc:
+            if self.asked != "auto" or "not faithful" not in str(exc):
+                raise
+            # auto's mode failed the guard here (e.g. a store measured by an older zs-ray): fp32 serves.
+            log.warning("precision auto: %s; running fp32", exc)
+            self._load("fp32")
+
+    def _load(self, precision: str) -> None:
+        """Load the model in fp32, score the probe batch with transformers' own code, put the model in
+        ``precision`` (dtype, kernels, backend) and check it against those logits (``guard``)."""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self.precision, self.dtype = precision, resolve_dtype(precision, self.device)
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.name, dtype=torch.float32)
         except (OSError, ValueError) as exc:
-            raise ZsRayError(f"model {model!r} not found or not loadable: {exc}") from None
+            raise ZsRayError(f"model {self.name!r} not found or not loadable: {exc}") from None
         self.model.to(self.device).eval()
         self.nli = nli_labels(self.model.config)
         self.pad_id = self.model.config.pad_token_id or 0
-        self.pin = torch.device(self.device).type == "cuda"
-        self.int8_linears = 0
+        flat, lengths = guard.probe_batch(self.model.config)
+        reference = self.logits(flat, lengths)
+        self._install(torch.device(self.device).type == "cpu")
+        self.guard_difference = guard.check(self.precision, reference, self.logits(flat, lengths), self.name)
+
+    def _install(self, on_cpu: bool) -> None:
+        """Put the loaded fp32 model in ``self.precision`` with the kernels that apply to it."""
+        import torch
+
+        self.int8_linears = self.fast_linears = 0
+        if self.dtype != torch.float32:
+            self.model.to(self.dtype)
+            if on_cpu and type(self.model)._supports_attention_backend:  # not DeBERTa-v2: its own attention
+                _register_attention()
+                self.model.set_attn_implementation(ATTENTION)
         if self.precision == "onnx-int8":
             # The [CLS]-only last layer is checked in fp32, then the model goes to ONNX Runtime int8.
+            if type(self.model)._supports_attention_backend:
+                self.model.set_attn_implementation("eager")  # plain ops for the ONNX exporter
+            self.fast_attention = 0  # DeBERTa-v2 exports with transformers' own attention
             self.first_token_only = self._prune_last_layer()
-            self.model = onnx_int8_model(self.model, _model_dir(model), self.first_token_only,
+            self.model = onnx_int8_model(self.model, _model_dir(self.name), self.first_token_only,
                                          torch.get_num_threads(), self._logit_check())
-            self.fast_linears = 0
-        elif self.precision == "int8":
+            return
+        self.fast_attention = fast_attention(self.model)  # DeBERTa-v2's disentangled attention
+        if self.precision == "int8":
             # The [CLS]-only last layer is checked in fp32 (exact), then the encoder goes int8.
             self.first_token_only = self._prune_last_layer()
             encoder = getattr(getattr(self.model, "base_model", None), "encoder", None) or self.model
