@@ -6,11 +6,15 @@ kernels, oneDNN and fbgemm capped at AVX2). ONNX Runtime (1.32) has no runtime s
 picks its kernels from cpuid; its only ISA setting is a build option), so in the imitated run ONNX
 Runtime still runs its AVX-512 / VNNI kernels: its imitated figures flatter it.
 
-Model: SELECTRA-medium shape (12 layers, hidden 384, 6 heads, FFN 1536, max 512 positions), a real cased
-WordPiece tokenizer (tests/builders.py), random weights with initializer range 0.1 so that its scores are
-discriminative (fp32's top-1 margin is >= 0.05 on about half the texts; at SELECTRA's 0.02 every score
-is near 1/6 and top-1 agreement measures ties). Data: MLSum-es-like summaries and full articles
-(truncated at 512 tokens); 6 labels, template "Esta noticia habla de {}.".
+Models (``--shape``): the SELECTRA-medium shape (ELECTRA: 12 layers, hidden 384, 6 heads, FFN 1536, max 512
+positions; a real cased WordPiece tokenizer) and the mDeBERTa-v3-base shape (DeBERTa-v2: 12 layers, hidden 768,
+12 heads, FFN 3072, relative attention p2c/c2p over 256 log buckets, shared attention keys; a real Unigram
+tokenizer), both from tests/builders.py, random weights with initializer range 0.1 (SELECTRA shape) and 0.07
+(mDeBERTa shape) so that their scores are discriminative (fp32's top-1 margin is >= 0.05 on about half the
+texts; at 0.02 every score is near 1/6 and top-1 agreement measures ties). A wider random network turns
+chaotic sooner: at 0.1 the mDeBERTa shape's scores move with any rounding (transformers' own bf16 pipeline
+agrees with its fp32 on 53% of texts), at 0.07 they do not (bf16 90%, 100% where fp32's margin is clear). Data: MLSum-like summaries and full articles (truncated at 512 tokens); 6
+labels, template "Esta noticia habla de {}.".
 
 Runners, all in one process per ISA, 2 torch / ORT intra-op threads:
   pipeline seed     transformers zero-shot pipeline, batch_size=8, fp32 (the reference for speed)
@@ -30,7 +34,8 @@ Each runner is warmed up, then the runners take turns (round-robin) for ``--repe
 count. Agreement and max |diff| of every runner are against zs-ray fp32 (zs-ray fp32's against the seed
 pipeline); "clear" = texts where fp32's top-1 margin is >= 0.05.
 
-    python benchmarks/bench_cpu.py                # both ISAs (~15 min on 2 busy cores); writes results-engine.md
+    python benchmarks/bench_cpu.py                # both shapes, both ISAs (~40 min on 2 cores); writes results-engine.md
+    python benchmarks/bench_cpu.py --shape mdeberta --isa native   # one shape, this CPU as it is
     python benchmarks/bench_cpu.py --quick        # smoke run, prints only
     python benchmarks/bench_cpu.py --isa avx2 --json out.json   # one ISA (what the parent runs per ISA)
 """
@@ -60,7 +65,13 @@ import numpy as np  # noqa: E402
 LABELS = ["política", "cultura", "sociedad", "economia", "deportes", "ciencia y tecnología"]
 TEMPLATE = "Esta noticia habla de {}."
 RESULTS = ROOT / "benchmarks" / "results-engine.md"
-BEGIN, END = "<!-- bench_cpu:begin -->", "<!-- bench_cpu:end -->"
+SHAPES = {  # name: (results-file markers, model description, default summaries, default articles)
+    "selectra": (("<!-- bench_cpu:begin -->", "<!-- bench_cpu:end -->"),
+                 "SELECTRA-medium shape (ELECTRA, 12 x 384, 6 heads, FFN 1536), real WordPiece tokenizer", 72, 16),
+    "mdeberta": (("<!-- bench_cpu_mdeberta:begin -->", "<!-- bench_cpu_mdeberta:end -->"),
+                 "mDeBERTa-v3-base shape (DeBERTa-v2, 12 x 768, 12 heads, FFN 3072, p2c/c2p, 256 position buckets), "
+                 "real Unigram tokenizer", 36, 8),
+}
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 MARGIN = 0.05
@@ -101,15 +112,19 @@ def loadavg() -> str:
 
 # --------------------------------------------------------------------------- model, data, ONNX
 
-def build(tmp: Path) -> dict:
+def build(tmp: Path, shape: str) -> dict:
     """The model directory and its ONNX exports (ISA-independent; made once by the parent)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from tests.builders import build_nli_model
+    from tests.builders import build_arch_nli_model, build_nli_model
 
-    model = build_nli_model(tmp / "selectra-medium-shape", layers=12, hidden=384, heads=6, ffn=1536,
-                            max_length=512, initializer_range=0.1, seed=0)
+    if shape == "mdeberta":
+        model = build_arch_nli_model(tmp / "mdeberta-base-shape", "deberta-v2", layers=12, hidden=768, heads=12,
+                                     ffn=3072, max_length=512, initializer_range=0.07, position_buckets=256)
+    else:
+        model = build_nli_model(tmp / "selectra-medium-shape", layers=12, hidden=384, heads=6, ffn=1536,
+                                max_length=512, initializer_range=0.1, seed=0)
     fp32, int8 = tmp / "model.onnx", tmp / "model-int8.onnx"
     hf = AutoModelForSequenceClassification.from_pretrained(str(model), attn_implementation="eager").eval()
     ids = torch.ones(2, 16, dtype=torch.long)
@@ -284,8 +299,9 @@ def fmt_isa(res: dict, imitated: bool) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--texts", type=int, default=72, help="summaries (default 72)")
-    p.add_argument("--articles", type=int, default=16, help="full articles (default 16)")
+    p.add_argument("--shape", choices=["both", *SHAPES], default="both")
+    p.add_argument("--texts", type=int, help="summaries (default: 72 SELECTRA shape, 36 mDeBERTa shape)")
+    p.add_argument("--articles", type=int, help="full articles (default: 16 SELECTRA shape, 8 mDeBERTa shape)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds; medians count (default 3)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--isa", choices=["both", "native", "avx2"], default="both")
@@ -301,11 +317,18 @@ def main(argv=None) -> int:
         result = run_isa(json.loads(Path(args.paths).read_text()), args)
         Path(args.json).write_text(json.dumps(result))
         return 0
+    for shape in (list(SHAPES) if args.shape == "both" else [args.shape]):
+        run_shape(shape, argparse.Namespace(**vars(args)))
+    return 0
 
+
+def run_shape(shape: str, args) -> None:
+    (begin, end), description, texts, articles = SHAPES[shape]
+    args.texts, args.articles = args.texts or texts, args.articles or articles
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        paths = build(tmp)
+        paths = build(tmp, shape)
         (tmp / "paths.json").write_text(json.dumps(paths))
         results = {}
         for isa in (["native", "avx2"] if args.isa == "both" else [args.isa]):
@@ -320,23 +343,27 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
+    from zs_ray.engine.calibrate import _cpu_model
+
     try:
         import onnxruntime
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = "n/a"
     body = "\n".join([
-        "## CPU speed on both ISAs: zs-ray vs seed pipeline, ONNX Runtime, torch int8 (generated by benchmarks/bench_cpu.py)",
+        f"## CPU speed, {description.split(' (')[0]}: zs-ray vs seed pipeline, ONNX Runtime, torch int8 "
+        "(generated by benchmarks/bench_cpu.py)",
         "",
         f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} ({minutes:.0f} min); reproduce with "
-        f"`python benchmarks/bench_cpu.py --texts {args.texts} --articles {args.articles} --repeats {args.repeats} "
-        f"--threads {args.threads}`.",
+        f"`python benchmarks/bench_cpu.py --shape {shape} --isa {args.isa} --texts {args.texts} --articles "
+        f"{args.articles} --repeats {args.repeats} --threads {args.threads}`.",
         "",
-        f"- CPU: {platform.processor() or 'x86_64'}, {os.cpu_count()} cores visible; {args.threads} threads per runner; "
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores visible; {args.threads} threads per runner; "
         f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"onnxruntime {ort_version}",
-        "- Model: SELECTRA-medium shape, random weights with initializer range 0.1 (discriminative scores), real "
-        "WordPiece tokenizer; 6 labels, template \"Esta noticia habla de {}.\"",
+        f"- Model: {description}, random weights with initializer range {0.07 if shape == 'mdeberta' else 0.1} "
+        "(discriminative scores); 6 labels, "
+        "template \"Esta noticia habla de {}.\"",
         f"- Wall-clock per call (tokenization included), median of {args.repeats} interleaved rounds after a "
         "warm-up; the load average shows what else ran on the machine meanwhile.",
         "",
@@ -346,8 +373,7 @@ def main(argv=None) -> int:
     if not args.no_write:
         from bench_engine import write_section
 
-        write_section(RESULTS, BEGIN, END, body, "zs-ray engine benchmarks")
-    return 0
+        write_section(RESULTS, begin, end, body, "zs-ray engine benchmarks")
 
 
 if __name__ == "__main__":

@@ -38,10 +38,11 @@ def nli_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def nli_model_entail0(tmp_path_factory):
-    """Tiny NLI model with entailment at index 0 (as the MoritzLaurer mDeBERTa models)."""
-    from tests.builders import build_nli_model
+    """Tiny DeBERTa-v2 NLI model with entailment at index 0, as the de / fr / ru / tu preset
+    (MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7): relative attention, Unigram tokenizer."""
+    from tests.builders import build_arch_nli_model
 
-    return str(build_nli_model(tmp_path_factory.mktemp("nli0"), entailment_index=0, seed=1))
+    return str(build_arch_nli_model(tmp_path_factory.mktemp("nli0"), "deberta-v2", seed=1))
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,13 @@ job can run them on different resources:
 
 On CPU the scorer swaps in faster kernels for the same arithmetic (see
 ``kernels``): oneDNN GEMMs with packed weights (fp32 stays IEEE fp32), a
-cache-friendly attention for bf16, GELU fused into its GEMM, and, for BERT-family
-classifiers, a last layer computed for the [CLS] token only. Each is checked
-against the layer it replaces when the model is loaded. ``precision="int8"`` (CPU)
+cache-friendly attention for bf16 (models that call transformers' attention
+interface), GELU fused into its GEMM, and, for BERT-family and DeBERTa-v2
+classifiers, a last layer computed for the [CLS] token only. DeBERTa-v2 (which has
+its own attention) gets zs-ray's disentangled attention on every device
+(``deberta``). Each is checked against the layer it replaces when the model is
+loaded, and then the whole model in its mode against transformers' own fp32
+logits on a padded probe batch (``guard``): a mode outside its bound never serves. ``precision="int8"`` (CPU)
 runs the encoder's linears as fbgemm dynamic int8 GEMMs (VNNI where present);
 ``precision="onnx-int8"`` (CPU) exports the model to ONNX Runtime and runs it
 int8-quantized (``onnx``); ``auto`` on CPU measures this machine's candidate modes once per model and
@@ -36,6 +40,8 @@ Modules:
 * ``batching``: length sorting and the padded-token budget (``plan_batches``).
 * ``postprocess``: logits to label probabilities, labels ranked by score.
 * ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, int8 linears, [CLS]-only last layer).
+* ``deberta``: DeBERTa-v2's disentangled attention and [CLS]-only last layer, exact in fp32.
+* ``guard``: the load-time check of a mode against transformers' fp32 logits.
 * ``onnx``: the ONNX Runtime int8 backend (export once per machine, check, quantize, cache).
 * ``calibrate``: ``auto`` on CPU, measured per machine and model, stored.
 * ``model``: ``NliScorer``, the model wrapper.
@@ -44,6 +50,7 @@ Modules:
 
 from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
 from zs_ray.engine.classifier import ZeroShotClassifier
+from zs_ray.engine.deberta import fast_attention
 from zs_ray.engine.device import (
     AGREEMENT_BOUNDS,
     cpu_candidates,
@@ -58,6 +65,7 @@ from zs_ray.engine.device import (
     resolve_precision,
     torch_threads_for,
 )
+from zs_ray.engine.guard import GUARD_BOUNDS
 from zs_ray.engine.kernels import ATTENTION, first_token_last_layer, int8_linears, onednn_linears
 from zs_ray.engine.model import NliScorer
 from zs_ray.engine.nli import NliLabels, check_model, load_model_config, nli_labels
@@ -67,6 +75,7 @@ from zs_ray.engine.postprocess import label_probabilities, ranked
 __all__ = [
     "AGREEMENT_BOUNDS",
     "ATTENTION",
+    "GUARD_BOUNDS",
     "NliLabels",
     "NliScorer",
     "PairEncoder",
@@ -81,6 +90,7 @@ __all__ = [
     "cpu_runs_native_bf16",
     "default_batch_size",
     "default_max_tokens",
+    "fast_attention",
     "first_token_last_layer",
     "int8_linears",
     "label_probabilities",

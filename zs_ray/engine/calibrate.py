@@ -37,6 +37,7 @@ FAITHFUL_MARGIN = 1.2  # a less faithful tier must be this much faster than the 
 REPEATS = 2
 SHORT_PAIRS, SHORT_TOKENS = 32, 64  # about MLSum summaries with a hypothesis (~56 tokens a pair) ...
 LONG_PAIRS, LONG_TOKENS = 4, 512  # ... and full articles (the model's length limit)
+VERSION = 2  # bump when what a mode computes changes (2: the load guard; DeBERTa-v2's own kernels): re-measure
 _ENV_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
@@ -59,7 +60,7 @@ def _cpu_model() -> str:
 
 def machine_key(model_path: str, threads: int, candidates: list) -> str:
     """What makes two measurements interchangeable: the model's files, this CPU, the kernels torch and its
-    libraries run here, the threads, the versions and the candidates."""
+    libraries run here, the threads, the versions (zs-ray's measurement's too) and the candidates."""
     import torch
 
     from zs_ray.engine.device import cpu_capability, cpu_flags
@@ -72,7 +73,7 @@ def machine_key(model_path: str, threads: int, candidates: list) -> str:
         ort = onnxruntime.__version__
     except ImportError:
         ort = None
-    facts = {"path": os.path.realpath(model_path), "files": _source_files(model_path), "cpu": _cpu_model(),
+    facts = {"version": VERSION, "path": os.path.realpath(model_path), "files": _source_files(model_path), "cpu": _cpu_model(),
              "isa": isa, "capability": cpu_capability(), "env": {k: os.environ.get(k) for k in _ENV_CAPS},
              "threads": threads, "torch": torch.__version__, "ort": ort, "candidates": candidates}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]

@@ -1,8 +1,8 @@
 """The load guard: a mode serves only once its logits on a padded probe batch match transformers' fp32 model's.
 
 Before any zs-ray kernel is installed, the plain fp32 model (transformers' own code) scores a probe batch: eight
-pairs of random token ids from 4 to 300 tokens, padded together in one batch, so that the key-padding mask,
-the long relative positions of DeBERTa's log buckets and the batch's shortest rows are all exercised. After the
+pairs of random token ids from 4 to 160 tokens, in batches of mixed lengths, so that the key-padding mask, the
+relative positions past DeBERTa's log-bucket boundary (128) and the batches' shortest rows are all exercised. After the
 model is put in its mode (dtype, attention, oneDNN / int8 linears, [CLS]-only last layer, ONNX Runtime), it
 scores the same batch; the largest difference of the NLI class probabilities (softmax over the model's
 logits) must be within ``GUARD_BOUNDS[mode]``. A mode outside it is not used: an explicit ``--precision``
@@ -22,7 +22,8 @@ import numpy as np
 
 from zs_ray.errors import ZsRayError
 
-PROBE_LENGTHS = (300, 230, 170, 130, 96, 64, 48, 33, 24, 17, 9, 4)
+PROBE_LENGTHS = (160, 130, 96, 64, 48, 33, 24, 17, 9, 4)
+PROBE_TOKENS = 512  # padded tokens per probe batch: several batches, each with padding
 GUARD_BOUNDS = {"fp32": 1e-4, "bf16": 0.05, "fp16": 0.05, "int8": 0.1, "onnx-int8": 0.1}
 
 

@@ -91,9 +91,10 @@ class NliScorer:
         self.nli = nli_labels(self.model.config)
         self.pad_id = self.model.config.pad_token_id or 0
         flat, lengths = guard.probe_batch(self.model.config)
-        reference = self.logits(flat, lengths)
+        reference = self.logits(flat, lengths, max_tokens=guard.PROBE_TOKENS)
         self._install(torch.device(self.device).type == "cpu")
-        self.guard_difference = guard.check(self.precision, reference, self.logits(flat, lengths), self.name)
+        got = self.logits(flat, lengths, max_tokens=guard.PROBE_TOKENS)
+        self.guard_difference = guard.check(self.precision, reference, got, self.name)
 
     def _install(self, on_cpu: bool) -> None:
         """Put the loaded fp32 model in ``self.precision`` with the kernels that apply to it."""
@@ -202,7 +203,8 @@ class NliScorer:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
-    def logits(self, flat: np.ndarray, lengths: np.ndarray, flat_types: Optional[np.ndarray] = None) -> np.ndarray:
+    def logits(self, flat: np.ndarray, lengths: np.ndarray, flat_types: Optional[np.ndarray] = None,
+               max_tokens: Optional[int] = None) -> np.ndarray:
         """Logits [pairs, nli_classes] (fp32), in input order, of pairs given as one array of all their token
         ids end to end and their lengths (what an Arrow list column holds: no Python list per pair)."""
         import torch
@@ -214,7 +216,7 @@ class NliScorer:
         lengths = np.asarray(lengths, dtype=np.int64)
         starts = np.zeros(n, dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-        batches = plan_batches(lengths, self.batch_size, self.max_tokens)
+        batches = plan_batches(lengths, self.batch_size, max_tokens or self.max_tokens)
         # Logits stay on the device until the end: no per-batch synchronisation, so on a GPU the host
         # builds batch k+1 while batch k runs.
         out = torch.empty((n, num_labels), dtype=torch.float32, device=self.device)
