@@ -136,7 +136,7 @@ def open_session(client: RubrixClient, config: ServerConfig) -> Session:
     try:
         me = with_retries(config, lambda: client.request("GET", "/api/v1/me").json())
     except RubrixError as exc:
-        if exc.status in (401, 403):
+        if exc.status in (401, 403) and not exc.front:
             default = "" if config.rubrix_api_key is not None else (
                 f" (no key was given, so the default {config.api_key_for('argilla2')} was tried: set ARGILLA_API_KEY)")
             raise ZsRayError(f"the Argilla server refused the API key: {exc}{default}") from None
@@ -147,7 +147,7 @@ def open_session(client: RubrixClient, config: ServerConfig) -> Session:
     if config.rubrix_workspace:
         found = [w for w in spaces if w["name"] == config.rubrix_workspace]
         if not found:
-            raise ZsRayError(f"workspace {config.rubrix_workspace!r} is not one of yours on {config.rubrix_api_url}: "
+            raise ZsRayError(f"workspace {config.rubrix_workspace!r} is not one of yours on {config.public_url}: "
                              f"{', '.join(names) or 'none'} (an owner creates workspaces in Argilla)")
         workspace = found[0]
     elif len(spaces) == 1:
@@ -288,7 +288,7 @@ def usernames(client: RubrixClient, config: ServerConfig, session: Session) -> d
         try:
             items = with_retries(config, lambda: client.request("GET", path).json()).get("items") or []
         except RubrixError as exc:
-            if exc.status in (401, 403):
+            if exc.status in (401, 403) and not exc.front:
                 continue
             raise
         names.update({str(u["id"]): u["username"] for u in items})  # (their api_key is not kept)

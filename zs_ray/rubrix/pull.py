@@ -118,7 +118,7 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
     report = PullReport(config.rubrix_dataset, target)
     if not existed:
         client.close()
-        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.rubrix_api_url}")
+        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.public_url}")
     parent, name = posixpath.split(path)
     tmp = posixpath.join(parent, f".{name}.tmp")
     status: Counter = Counter()
@@ -146,7 +146,7 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
                 report.rows += len(rows)
         fs.mv(tmp, path)
     except RubrixError as exc:
-        raise ZsRayError(f"reading {config.rubrix_dataset} from {config.rubrix_api_url}: {exc}") from None
+        raise ZsRayError(f"reading {config.rubrix_dataset} from {config.public_url}: {exc}") from None
     finally:
         client.close()
         if fs.exists(tmp):

@@ -265,7 +265,7 @@ def adapter_for(config) -> Adapter:
     client, info, existed = connect(config)
     if not existed:
         client.close()
-        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.rubrix_api_url}")
+        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.public_url}")
     if info.generation == "argilla2":
         return V2Adapter(config, client, info)
     return V1Adapter(config, client, info)
