@@ -36,13 +36,14 @@ def ray_head():
     env.pop("RAY_ADDRESS", None)
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["ZS_RAY_TEST_RAY_TEMP"] = tempfile.mkdtemp(prefix="zsray", dir="/tmp")  # short: unix socket paths
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2",
          # free ports for the agents: a local Ray of this test session may hold their defaults
          f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
          f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}", "--num-gpus=0", "--disable-usage-stats",
-         f"--temp-dir={tempfile.mkdtemp(prefix='zsray', dir='/tmp')}"],  # short: unix socket paths
+         f"--temp-dir={env['ZS_RAY_TEST_RAY_TEMP']}"],  # the session's logs: test_rubrix_secrets searches them
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 90
