@@ -57,7 +57,6 @@ def everything_written(*roots) -> str:
     return "\n".join(texts)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("which", ["v1", "v2"])
 def test_no_secret_in_any_output(which, request, tmp_path, monkeypatch, capfd, caplog, mlsum_dir, nli_model,
                                  ray_local):
