@@ -219,3 +219,16 @@ def test_url_credentials_are_never_shown():
         preflight(c)
     assert "SECRET" not in str(err.value) and "cannot reach" in str(err.value) and "127.0.0.1:9" in str(err.value)
     assert transport.redact("a pa$ss-SECRET b tok-SECRET", transport.secrets_of(c)) == "a *** b ***"
+
+
+def test_a_missing_requests_ca_bundle_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    from zs_ray.cli import main
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "gone.pem"))
+    argv = ["pull", "--output", str(tmp_path / "a.parquet"), "--rubrix-dataset", "ds"]
+    assert main([*argv, "--rubrix-api-url", "https://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("zs-ray: error: REQUESTS_CA_BUNDLE=") and "no such file" in err
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a directory of CAs is fine; http needs none
+    assert main([*argv, "--rubrix-api-url", "http://127.0.0.1:9", "--rubrix-retries", "0"]) == 2
+    assert "cannot reach" in capsys.readouterr().err
