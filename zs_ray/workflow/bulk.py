@@ -176,7 +176,7 @@ class V2Adapter:
     replaces = True
 
     def __init__(self, config, client, info):
-        from zs_ray.rubrix import argilla2
+        from zs_ray.rubrix import argilla2_pull as argilla2  # the 2.x reads (and its QUESTION)
         from zs_ray.rubrix.client import with_retries
 
         self.config, self.client, self.a2 = config, client, argilla2
