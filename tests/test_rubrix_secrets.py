@@ -117,6 +117,41 @@ def test_no_secret_in_any_output(which, request, tmp_path, monkeypatch, capfd, c
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("which", ["v1", "v2"])
+def test_annotate_dry_run_and_logging_into_5xx_show_no_secret(which, request, tmp_path, monkeypatch, capfd, caplog,
+                                                             mlsum_dir, nli_model, ray_local):
+    """What the sweep leaves out (it would run whole jobs): annotate's dry run against a working server (its plan
+    printed), then a real run whose logging (live, from the driver, then the Ray senders) meets 502s."""
+    import ray
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.chdir(tmp_path)
+    env = request.getfixturevalue(which)
+    front = env["front"]
+    tag = uuid.uuid4().hex[:12]
+    key, pw, header = new_key(env, tag), f"pw-{tag}-secret", f"hdr-{tag}-secret"
+    monkeypatch.setenv("HF_TOKEN", f"hf_{tag}-secret")
+    secrets = [key, pw, header, f"hf_{tag}-secret", basic("zsuser", pw).split()[1]]
+    front.require, front.fail = ("Authorization", basic("zsuser", pw)), None
+    common = ["--dataset", mlsum_dir, "--model", nli_model, "--split", "test[0:40]", "--precision", "fp32",
+              "--rubrix-dataset", f"annotate-{which}-{tag}", "--rubrix-api-url",
+              f"http://zsuser:{pw}@{front.url.split('//')[1]}", "--rubrix-api-key", key, "--rubrix-workspace",
+              env["workspace"], "--rubrix-extra-headers", json.dumps({"X-Team-Token": header}),
+              "--rubrix-retries", "1", "--rubrix-backoff", "0.01"]
+    assert main(["annotate", "--dry-run", *common]) == 0
+    dry = capfd.readouterr()
+    assert dry.out.strip()  # the plan was printed
+    front.fail = r"records|:bulk"
+    assert main(["annotate", "--output", str(tmp_path / "pred"), *common]) == 1
+    run = capfd.readouterr()
+    assert "502" in run.err
+    text = dry.out + dry.err + run.out + run.err + caplog.text
+    written = everything_written(tmp_path, ray._private.worker.global_worker.node.get_logs_dir_path())
+    assert not [s for s in secrets if s in text or s in written]
+    assert "zsuser" not in text
+
+
+@pytest.mark.slow
 def test_ray_job_submit_with_secrets_in_files_never_shows_them(ray_head, tmp_path):
     """`ray job submit` of `zs-ray log` whose key and extra headers come from files on the node (the README's
     way): the job logs every record through a TLS proxy that wants the bearer, and neither the key nor the
