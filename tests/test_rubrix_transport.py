@@ -232,3 +232,13 @@ def test_a_missing_requests_ca_bundle_is_one_line_before_any_work(tmp_path, monk
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a directory of CAs is fine; http needs none
     assert main([*argv, "--rubrix-api-url", "http://127.0.0.1:9", "--rubrix-retries", "0"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_error_lines_never_echo_secret_flags(capsys):
+    from zs_ray.cli import main
+
+    # A mistyped flag, and an error whose text would hold the value: neither shows it.
+    assert main(["pull", "--output", "a.parquet", "--rubrix-apikey", "typo-s3cr3t"]) == 2
+    assert main(["pull", "--output", "a.parquet", "--rubrix_extra_headers", '{"X": "v-s3cr3t\\u000a"}']) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --rubrix-apikey" in err and "s3cr3t" not in err

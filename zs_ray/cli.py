@@ -91,7 +91,7 @@ def parse(command: str, argv: Sequence[str]) -> tuple:
     return tuple(settings[:len(COMMANDS[command])])
 
 
-SECRET_FLAGS = ("--rubrix-api-key", "--rubrix-extra-headers")
+SECRET_FLAGS = ("--rubrix-api-key", "--rubrix-extra-headers", "--rubrix_api_key", "--rubrix_extra_headers")
 
 
 def argv_secrets(argv: Sequence[str]) -> list[str]:
