@@ -242,3 +242,12 @@ def test_error_lines_never_echo_secret_flags(capsys):
     assert main(["pull", "--output", "a.parquet", "--rubrix_extra_headers", '{"X": "v-s3cr3t\\u000a"}']) == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments: --rubrix-apikey" in err and "s3cr3t" not in err
+
+
+def test_a_forward_proxys_credentials_are_redacted_too(monkeypatch):
+    from zs_ray.rubrix import transport
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://corp:proxy-s3cr3t@proxy.example:3128")
+    c = ServerConfig(rubrix_api_url="https://argilla.example")
+    assert transport.redact("via http://corp:proxy-s3cr3t@proxy.example:3128", transport.secrets_of(c)) == \
+        "via http://***@proxy.example:3128"

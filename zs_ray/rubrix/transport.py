@@ -14,7 +14,8 @@
 * **TLS**: requests' own ``verify``: ``--rubrix-ca-bundle PATH`` (a company CA), else ``REQUESTS_CA_BUNDLE``
   as requests reads it, else the system's. A certificate that does not verify is one line, never retried and
   never a fallback to no verification (only ``--rubrix-no-verify-tls`` switches it off).
-* **Secrets**: the API key, the URL's ``user:password@``, the extra headers' values and the HF token.
+* **Secrets**: the API key, the URL's ``user:password@``, the extra headers' values and the HF token (and a
+  forward proxy's ``user:password@`` in ``HTTPS_PROXY``, which requests reads).
   ``redact`` takes them out of any text, ``public_url`` drops a URL's credentials; every message, log line,
   ledger and report goes through them. Ray workers get them inside the settings object (the object store),
   never in a task's arguments as text, its runtime_env or the job's entrypoint (``--rubrix-api-key-file``).
@@ -159,6 +160,8 @@ def url_secrets(url: str) -> list[str]:
 def secrets_of(config) -> list[str]:
     """Every secret ``config`` holds, longest first (so a key inside a header value goes whole)."""
     found = [config.rubrix_api_key or ""] + url_secrets(config.rubrix_api_url)
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        found += url_secrets(os.environ.get(var) or "")  # a forward proxy's user:password@, as requests reads it
     for value in (config.rubrix_extra_headers or {}).values():
         found.append(value)
         found.extend(value.split()[1:])  # "Bearer <token>": the token alone too
