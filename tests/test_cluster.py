@@ -93,7 +93,7 @@ def test_ray_job_submit_with_secrets_in_files_never_shows_them(ray_head, tmp_pat
     """`ray job submit` of `zs-ray log` whose key and extra headers come from files on the node (the README's
     way): the job logs every record through a TLS proxy that wants the bearer, and neither the key nor the
     bearer is in `ray job list`, the job's logs or any log of the Ray session."""
-    trustme = pytest.importorskip("trustme", reason="the `test` extra: pip install -e .[test]")
+    import trustme  # the `test` extra
     from tests.front_proxy import FrontProxy
     from tests.rubrix_server import RubrixTestServer, make_output
     from tests.test_rubrix_secrets import everything_written

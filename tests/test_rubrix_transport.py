@@ -24,7 +24,7 @@ BEARER = "hf_private-space-token-5b7c1e"
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory):
-    trustme = pytest.importorskip("trustme", reason="the `test` extra: pip install -e .[test]")
+    import trustme  # the `test` extra
     ca = trustme.CA()
     path = tmp_path_factory.mktemp("ca") / "company-ca.pem"
     ca.cert_pem.write_to_path(str(path))
@@ -113,7 +113,7 @@ def test_the_server_refusing_the_key_is_told_apart_from_the_proxy(behind, ca):
 
 
 def test_tls_that_does_not_verify_is_one_line_and_never_falls_back(v1, ca, tmp_path, monkeypatch):
-    trustme = pytest.importorskip("trustme")
+    import trustme
     front = v1["front"]
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
