@@ -85,9 +85,25 @@ def parse(command: str, argv: Sequence[str]) -> tuple:
         parser.set_defaults(**load_config_file(known.config_file, fields))
     *settings, unknown = parser.parse_args_into_dataclasses(list(argv), look_for_args_file=False,
                                                            return_remaining_strings=True)
-    if unknown:
-        raise ZsRayError(f"unrecognized arguments: {' '.join(unknown)} (see zs-ray {command} --help)")
+    if unknown:  # the flags only: a mistyped --rubrix-api-key's value is a secret
+        flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")] or [f"{len(unknown)} value(s)"]
+        raise ZsRayError(f"unrecognized arguments: {' '.join(flags)} (see zs-ray {command} --help)")
     return tuple(settings[:len(COMMANDS[command])])
+
+
+SECRET_FLAGS = ("--rubrix-api-key", "--rubrix-extra-headers", "--rubrix_api_key", "--rubrix_extra_headers")
+
+
+def argv_secrets(argv: Sequence[str]) -> list[str]:
+    """The values of the secret flags on a command line (kept out of every error line)."""
+    found = []
+    for i, arg in enumerate(argv):
+        for flag in SECRET_FLAGS:
+            if arg == flag and i + 1 < len(argv):
+                found.append(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                found.append(arg.split("=", 1)[1])
+    return [s for s in found if s]
 
 
 def run_annotate(config, rubrix) -> int:
@@ -172,7 +188,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return RUNNERS[argv[0]](*parse(argv[0], argv[1:]))
     except ZsRayError as exc:
-        print(f"zs-ray: error: {exc}", file=sys.stderr, flush=True)
+        from zs_ray.rubrix.transport import redact
+
+        print(f"zs-ray: error: {redact(str(exc), argv_secrets(argv))}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as exc:
         stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"

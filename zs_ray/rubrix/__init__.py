@@ -9,6 +9,9 @@ Public API::
     preflight(config)                             # fail early on bad settings (no writes)
     report = log_output("predictions/", config)   # report.ok, report.summary()
     pull(config, "annotations.parquet")
+    # a private Hugging Face Space or a proxy, over TLS with a company CA (rubrix/transport.py):
+    RubrixConfig(rubrix_dataset="zeroshot_noticias", rubrix_api_url="https://my-org-argilla.hf.space",
+                 rubrix_extra_headers={"Authorization": "Bearer hf_..."}, rubrix_ca_bundle="company-ca.pem")
 
 Ray is imported only when sending starts; the HTTP client never imports it.
 """

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, TypeVar
 import requests
 
 from zs_ray.errors import ZsRayError
+from zs_ray.rubrix import transport
 from zs_ray.rubrix.config import ServerConfig
 
 TASK = "TextClassification"
@@ -35,12 +36,13 @@ class RubrixError(ZsRayError):
 
     ``code`` is the server's own error name (``EntityNotFoundError``, ...) when the answer carries one:
     a 404 without it came from something else (a proxy, an unknown route) and means nothing about data.
+    ``front``: a 401/403 from the Hugging Face Space or proxy in front of the server, not the server's.
     """
 
     def __init__(self, message: str, status: int | None = None, code: str | None = None,
-                 retryable: bool | None = None):
+                 retryable: bool | None = None, front: bool = False):
         super().__init__(message)
-        self.status, self.code, self._retryable = status, code, retryable
+        self.status, self.code, self._retryable, self.front = status, code, retryable, front
 
     @property
     def retryable(self) -> bool:
@@ -114,9 +116,8 @@ class RubrixClient:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.session = requests.Session()
-        self.session.verify = not config.rubrix_no_verify_tls
-        self.session.headers["Content-Type"] = "application/json"
+        self.session = transport.new_session(config)  # extra headers, TLS
+        self._secrets = transport.secrets_of(config)
         self._info: ServerInfo | None = None
         self._key: str | None = None
         if config.rubrix_api_key is not None:
@@ -128,14 +129,14 @@ class RubrixClient:
         self.session.headers.update({"X-Rubrix-Api-Key": key, "X-Argilla-Api-Key": key})
 
     def __repr__(self) -> str:
-        return f"RubrixClient(api_url={self.config.rubrix_api_url!r}, dataset={self.config.rubrix_dataset!r})"
+        return f"RubrixClient(api_url={self.config.public_url!r}, dataset={self.config.rubrix_dataset!r})"
 
     def close(self) -> None:
         self.session.close()
 
     # -- plumbing -------------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return transport.redact(transport.redact(text, self._secrets), [self._key] if self._key else [])
 
     def _params(self, extra: dict | None = None) -> dict:
         params = dict(extra or {})
@@ -148,21 +149,22 @@ class RubrixClient:
         """One attempt. Raises RubrixError (status None for transport errors) unless ``ok``."""
         if auth and self._key is None:  # no key given: the default of this server's generation
             self._use_key(self.config.api_key_for(self.info().generation))
-        url = self.config.rubrix_api_url + path
-        try:
+        try:  # verify given each time: else REQUESTS_CA_BUNDLE would win over --rubrix-ca-bundle
             resp = self.session.request(
-                method, url, params=self._params(params) if auth else params,
+                method, self.config.rubrix_api_url + path, params=self._params(params) if auth else params,
                 data=data if json_body is None else json.dumps(json_body),
-                timeout=self.config.rubrix_timeout,
+                timeout=self.config.rubrix_timeout, verify=self.session.verify,
                 headers=None if auth else {"X-Rubrix-Api-Key": None, "X-Argilla-Api-Key": None},
             )
         except requests.RequestException as exc:
-            raise RubrixError(
-                self._redact(f"cannot reach {method} {url}: {type(exc).__name__}: {exc}")
-            ) from None
+            text, retryable = transport.transport_error(exc, method, self.config.public_url + path)
+            raise RubrixError(self._redact(text), retryable=None if retryable else False) from None
         if resp.status_code in ok:
             return resp
         code, text = server_message(resp)
+        front = transport.front_refusal(resp.status_code, code, method, path)
+        if front:
+            raise RubrixError(self._redact(front), status=resp.status_code, front=True)
         hint = " (not the server's own answer: a proxy, or a server without this route)" \
             if code is None and resp.status_code in (404, 405) else ""
         raise RubrixError(self._redact(f"{method} {path} -> HTTP {resp.status_code}: {text}{hint}"),
@@ -201,7 +203,7 @@ class RubrixClient:
 
     def _info_v1(self) -> ServerInfo:
         """``GET /api/v1/version`` (no auth), Argilla 2.x's: ``{"version": "2.8.0"}``."""
-        not_argilla = RubrixError(f"{self.config.rubrix_api_url} does not look like a Rubrix/Argilla server",
+        not_argilla = RubrixError(f"{self.config.public_url} does not look like a Rubrix/Argilla server",
                                   retryable=False)
         try:
             body = self.request("GET", "/api/v1/version", auth=False).json()

@@ -3,17 +3,21 @@
 Field names are the CLI flags (``rubrix_api_url`` is ``--rubrix-api-url``) and the keys of
 ``--config-file``; see ``zs_ray.config``. Connection values not given explicitly come from the
 environment as ``rb.init`` reads it (``RUBRIX_API_URL``, ``RUBRIX_API_KEY``, ``RUBRIX_WORKSPACE``, with
-the ``ARGILLA_*`` names as fallback), then the defaults. The API key is never part of ``repr``/``str``.
+the ``ARGILLA_*`` names as fallback), then the defaults. Secrets (the key, the URL's ``user:password@``, the
+extra headers) are never part of ``repr``/``str``; they may come from files (``--rubrix-api-key-file``,
+``--rubrix-extra-headers-file``), which keeps them off a command line (``ps``, ``ray job list``). How they
+travel and are kept out of every output: ``transport``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from typing import Optional, Union
 
 from zs_ray.errors import ZsRayError
+from zs_ray.rubrix import transport
 
 DEFAULT_API_URL = "http://localhost:6900"
 # The key of a fresh server's default user, by generation: used when no key is given (flag or environment).
@@ -24,6 +28,7 @@ _ENV = {
     "rubrix_api_url": ("RUBRIX_API_URL", "ARGILLA_API_URL"),
     "rubrix_api_key": ("RUBRIX_API_KEY", "ARGILLA_API_KEY"),
     "rubrix_workspace": ("RUBRIX_WORKSPACE", "ARGILLA_WORKSPACE"),
+    "rubrix_extra_headers": ("RUBRIX_EXTRA_HEADERS", "ARGILLA_EXTRA_HEADERS"),
 }
 
 
@@ -42,6 +47,19 @@ class ServerConfig:
     rubrix_api_key: Optional[str] = field(default=None, repr=False, metadata=_help(
         "API key (default: $RUBRIX_API_KEY or $ARGILLA_API_KEY, preferred: flags are visible to `ps`; else "
         "the default of a fresh server: rubrix.apikey on Rubrix 0.x, argilla.apikey on Argilla 1.x and 2.x)."))
+    rubrix_api_key_file: Optional[str] = field(default=None, metadata=_help(
+        "File holding the API key (used when --rubrix-api-key is not given): keeps the key off the command line, "
+        "`ps` and `ray job list`."))
+    rubrix_extra_headers: Optional[Union[dict, str]] = field(default=None, repr=False, metadata=_help(
+        "Extra HTTP headers on every request to the server, as JSON: '{\"Authorization\": \"Bearer hf_...\"}' "
+        "for a private Hugging Face Space or a proxy (default: $RUBRIX_EXTRA_HEADERS or $ARGILLA_EXTRA_HEADERS). "
+        "Secret like the key: prefer the variable or --rubrix-extra-headers-file. For a *.hf.space URL the "
+        "Hugging Face token (HF_TOKEN or huggingface-cli login) is sent as the bearer by itself."))
+    rubrix_extra_headers_file: Optional[str] = field(default=None, metadata=_help(
+        "File holding extra headers as a JSON object (merged under --rubrix-extra-headers)."))
+    rubrix_ca_bundle: Optional[str] = field(default=None, metadata=_help(
+        "CA bundle (PEM file or directory) that signed the server's TLS certificate, e.g. a company CA "
+        "(default: $REQUESTS_CA_BUNDLE, else the system's)."))
     rubrix_workspace: Optional[str] = field(default=None, metadata=_help(
         "Workspace (default: $RUBRIX_WORKSPACE or $ARGILLA_WORKSPACE; Argilla 1.6+ needs one; on 2.x, "
         "without one, your only workspace)."))
@@ -54,12 +72,30 @@ class ServerConfig:
         "First retry's wait in seconds; doubling per retry up to 20 s, with +-50%% jitter."))
 
     def __post_init__(self) -> None:
+        self._key_from_file()  # the file given, before the environment's key
         for name, env_names in _ENV.items():
             if getattr(self, name) is None:
                 setattr(self, name, next((os.environ[e] for e in env_names if os.environ.get(e)), None))
         self.rubrix_api_url = (self.rubrix_api_url or DEFAULT_API_URL).rstrip("/")
         # A key not given stays None: the server's generation, known only once asked, chooses the default.
         self.rubrix_workspace = self.rubrix_workspace or None
+        self.rubrix_ca_bundle = self.rubrix_ca_bundle or None
+        transport.check_ca_files(self)
+        headers = transport.parse_headers(self.rubrix_extra_headers, "--rubrix-extra-headers")
+        if self.rubrix_extra_headers_file:
+            from_file = transport.read_secret_file(self.rubrix_extra_headers_file, "--rubrix-extra-headers-file")
+            headers = {**transport.parse_headers(from_file, f"--rubrix-extra-headers-file "
+                                                            f"{self.rubrix_extra_headers_file}"), **headers}
+        self.rubrix_extra_headers = {**headers, **transport.space_headers(self.rubrix_api_url, headers)}
+
+    def _key_from_file(self) -> None:
+        if self.rubrix_api_key is None and self.rubrix_api_key_file:
+            self.rubrix_api_key = transport.read_secret_file(self.rubrix_api_key_file, "--rubrix-api-key-file")
+
+    @property
+    def public_url(self) -> str:
+        """The server URL without ``user:password@``: the only form of it that is printed or written."""
+        return transport.public_url(self.rubrix_api_url)
 
     def api_key_for(self, generation: str) -> str:
         """The key to send to a server of ``generation`` ("rubrix" or "argilla")."""
@@ -136,6 +172,16 @@ class RubrixConfig(ServerConfig):
             if getattr(self, name) < 1:
                 raise ZsRayError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         return self
+
+
+def _repr(self) -> str:
+    """The settings without secrets: the URL's credentials dropped, key and headers left out."""
+    shown = ", ".join(f"{f.name}={self.public_url if f.name == 'rubrix_api_url' else getattr(self, f.name)!r}"
+                      for f in fields(self) if f.repr)
+    return f"{type(self).__name__}({shown})"
+
+
+ServerConfig.__repr__ = RubrixConfig.__repr__ = _repr
 
 
 def parse_tags(value) -> dict[str, str]:

@@ -27,7 +27,7 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
         try:
             me = with_retries(config, client.me)
         except RubrixError as exc:
-            if exc.status in (401, 403):
+            if exc.status in (401, 403) and not exc.front:
                 default = "" if config.rubrix_api_key is not None else (
                     f" (no key was given, so the default {config.api_key_for(info.generation)} was tried: "
                     "set RUBRIX_API_KEY)")
@@ -45,7 +45,7 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
         existing = with_retries(config, client.get_dataset)
     except RubrixError as exc:
         client.close()
-        raise ZsRayError(f"Rubrix at {config.rubrix_api_url}: {exc}") from None
+        raise ZsRayError(f"Rubrix at {config.public_url}: {exc}") from None
     except ZsRayError:
         client.close()
         raise

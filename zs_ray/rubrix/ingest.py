@@ -26,7 +26,6 @@ sender: there the server upserts by external_id and keeps responses, so a chunk 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
@@ -42,6 +41,7 @@ from zs_ray.errors import ZsRayError
 from zs_ray.output import Output, open_output
 from zs_ray.rubrix import argilla2
 from zs_ray.rubrix import records as rec
+from zs_ray.rubrix import transport
 from zs_ray.rubrix.client import RubrixClient, RubrixError, with_retries
 from zs_ray.rubrix.config import RubrixConfig
 from zs_ray.rubrix.connect import connect
@@ -104,9 +104,7 @@ _CLIENTS: dict[tuple, RubrixClient] = {}
 
 
 def _client_for(config: RubrixConfig) -> RubrixClient:
-    key_digest = hashlib.sha256((config.rubrix_api_key or "").encode()).hexdigest()
-    k = (config.rubrix_api_url, config.rubrix_workspace, config.rubrix_dataset, config.rubrix_no_verify_tls,
-         config.rubrix_timeout, key_digest)
+    k = (config.rubrix_workspace, config.rubrix_dataset, config.rubrix_timeout, transport.fingerprint(config))
     if k not in _CLIENTS:  # one keep-alive session per worker process, reused across tasks
         _CLIENTS[k] = RubrixClient(config)
     return _CLIENTS[k]
@@ -219,7 +217,7 @@ def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> Lo
         client.close()
         raise
     report = LogReport(config.rubrix_dataset, server=f"{info.generation} {info.version}", warnings=list(warnings))
-    identity = {"api_url": config.rubrix_api_url, "workspace": config.rubrix_workspace,
+    identity = {"api_url": config.public_url, "workspace": config.rubrix_workspace,
                 "dataset": config.rubrix_dataset}
     ledger = Ledger.open(config.rubrix_ledger or default_path(out, identity), identity, reset=not existed)
     report.ledger = str(ledger.path)

@@ -2,7 +2,7 @@
 
 Pages with ``/TextClassification/data`` + ``id_from`` on Rubrix 0.x, ``records/:search`` +
 ``next_idx`` on Argilla 1.x (never ``:search?from=``, which stops at 10,000 records), and
-``/api/v1/datasets/{id}/records`` by offset on Argilla 2.x (``argilla2.pull_rows``). The rows are the
+``/api/v1/datasets/{id}/records`` by offset on Argilla 2.x (``argilla2_pull.pull_rows``). The rows are the
 same on every server: Rubrix 0.x streams records as sent (labels ``{"class", "score"}``), Argilla 1.2+
 returns the stored documents (labels ``{"class_label", "score"}``, agents also as ``{agent: {...}}``
 maps and ``annotated_by``). A missing or null status is kept as null. The Parquet file is written page
@@ -118,7 +118,7 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
     report = PullReport(config.rubrix_dataset, target)
     if not existed:
         client.close()
-        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.rubrix_api_url}")
+        raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.public_url}")
     parent, name = posixpath.split(path)
     tmp = posixpath.join(parent, f".{name}.tmp")
     status: Counter = Counter()
@@ -128,9 +128,9 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
                 tqdm(unit="rec", desc=f"pull {config.rubrix_dataset}", disable=None) as bar:
             rows: list[dict] = []
             if info.generation == "argilla2":  # the /api/v1 records, mapped to the same rows
-                from zs_ray.rubrix import argilla2
+                from zs_ray.rubrix import argilla2_pull
 
-                source = argilla2.pull_rows(client, config, client.argilla2, (query or {}).get("status"), page_size)
+                source = argilla2_pull.pull_rows(client, config, client.argilla2, (query or {}).get("status"), page_size)
             else:
                 source = map(to_row, client.iter_records(query, page=page_size, retry=True))
             for row in source:
@@ -146,7 +146,7 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
                 report.rows += len(rows)
         fs.mv(tmp, path)
     except RubrixError as exc:
-        raise ZsRayError(f"reading {config.rubrix_dataset} from {config.rubrix_api_url}: {exc}") from None
+        raise ZsRayError(f"reading {config.rubrix_dataset} from {config.public_url}: {exc}") from None
     finally:
         client.close()
         if fs.exists(tmp):
