@@ -277,7 +277,7 @@ def fmt_isa(res: dict, imitated: bool) -> str:
             rows = data[n]["rows"]
             seed = next(r for r in rows if r.startswith("pipeline seed"))
             r = rows[k]
-            cells.append(f"{data[n]['texts'] / r['median_s']:.1f} | {rows[seed]['median_s'] / r['median_s']:.2f}x")
+            cells.append(f"{data[n]['texts'] / r['median_s']:.2f} | {rows[seed]['median_s'] / r['median_s']:.2f}x")
         q = [data[n]["rows"][k] for n in names]
         n_all = sum(x["n"] for x in q)
         agree = sum(x["agree"] * x["n"] for x in q) / n_all

@@ -92,6 +92,11 @@ def cpu_int8_vnni() -> bool:
     return "avx512_vnni" in cpu_flags()
 
 
+def onnx_int8_vnni() -> bool:
+    """Whether ONNX Runtime's int8 GEMMs get VNNI here (it picks its kernels from cpuid; no cap)."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
 def cpu_candidates() -> list:
     """The CPU modes ``auto`` measures here (``calibrate``), most faithful first: fp32; bf16 where it runs
     natively (emulated bf16 is ~10x slower than fp32); torch int8 where torch has an x86 int8 engine; ONNX

@@ -7,11 +7,18 @@ from typing import Optional
 
 import numpy as np
 
+from zs_ray.engine import guard
 from zs_ray.engine.batching import default_batch_size, default_max_tokens, plan_batches
 from zs_ray.engine.calibrate import auto_cpu_precision
-from zs_ray.engine import guard
 from zs_ray.engine.deberta import fast_attention
-from zs_ray.engine.device import cpu_candidates, cpu_int8_vnni, resolve_device, resolve_dtype, resolve_precision
+from zs_ray.engine.device import (
+    cpu_candidates,
+    cpu_int8_vnni,
+    onnx_int8_vnni,
+    resolve_device,
+    resolve_dtype,
+    resolve_precision,
+)
 from zs_ray.engine.kernels import (
     ATTENTION,
     _register_attention,
@@ -113,7 +120,7 @@ class NliScorer:
             self.fast_attention = 0  # DeBERTa-v2 exports with transformers' own attention
             self.first_token_only = self._prune_last_layer()
             self.model = onnx_int8_model(self.model, _model_dir(self.name), self.first_token_only,
-                                         torch.get_num_threads(), self._logit_check())
+                                         torch.get_num_threads(), self._logit_check(), not onnx_int8_vnni())
             return
         self.fast_attention = fast_attention(self.model)  # DeBERTa-v2's disentangled attention
         if self.precision == "int8":

@@ -45,13 +45,6 @@ def require_onnx() -> None:
                          "(or choose fp32, int8 or auto)")
 
 
-def vnni() -> bool:
-    """Whether ONNX Runtime's int8 GEMMs get VNNI here (it picks its kernels from cpuid; no cap)."""
-    from zs_ray.engine.device import cpu_flags
-
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
-
-
 def cache_root() -> Path:
     root = os.environ.get("ZS_RAY_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zs_ray")
@@ -140,11 +133,12 @@ def _export(model, target: Path, reduce_range: bool, probe) -> None:
         os.replace(int8, target)
 
 
-def onnx_int8_model(model, model_path: str, first_token_only: bool, threads: int, probe) -> OrtNliModel:
+def onnx_int8_model(model, model_path: str, first_token_only: bool, threads: int, probe,
+                    reduce_range: bool) -> OrtNliModel:
     """The int8 ONNX Runtime form of the fp32 torch ``model`` (exported and quantized once per machine,
-    then cached). ``probe(candidate, tol)`` raises unless ``candidate`` gives the torch model's logits."""
+    then cached). ``probe(candidate, tol)`` raises unless ``candidate`` gives the torch model's logits;
+    ``reduce_range``: 7-bit weights, for CPUs without VNNI (``device.onnx_int8_vnni``)."""
     require_onnx()
-    reduce_range = not vnni()
     target = cache_root() / cache_key(model_path, first_token_only, reduce_range) / "model-int8.onnx"
     if not target.exists():
         import warnings
