@@ -153,3 +153,26 @@ def test_auto_moves_past_a_broken_fast_mode(tmp_path, monkeypatch, broken_bf16_a
     if "bf16" in cpu_candidates():
         calibrate.cache_file().write_text(json.dumps({key: {**entry, "choice": "bf16"}}))
         assert ZeroShotClassifier(path, LABELS, TEMPLATE, precision="auto").precision == "fp32"
+
+
+@pytest.mark.parametrize("budget", [1, 1 << 40])
+def test_deberta_attention_equals_transformers_in_every_chunking(tmp_path, monkeypatch, budget):
+    """zs-ray's disentangled attention, one sequence and one head at a time (budget 1 byte: how 512-token
+    articles of mDeBERTa-base run on a CPU) or the whole batch at once (as on a GPU), gives transformers'
+    own fp32 logits on padded batches, with log-bucketed offsets (lengths past position_buckets / 2)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from zs_ray.engine import deberta, guard
+    from zs_ray.engine.model import NliScorer
+
+    monkeypatch.setitem(deberta.SCORES_BYTES, "cpu", budget)
+    path = str(build_arch_nli_model(tmp_path / "deberta", "deberta-v2", position_buckets=16))
+    scorer = NliScorer(path, precision="fp32")
+    assert scorer.fast_attention == 2 and scorer.first_token_only
+    flat, lengths = guard.probe_batch(scorer.model.config)
+    assert lengths.max() > 16  # offsets in the log buckets
+    ours = scorer.logits(flat, lengths)
+    scorer.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    theirs = scorer.logits(flat, lengths)
+    assert np.abs(ours - theirs).max() < 1e-4 * (np.abs(theirs).max() + 1)
