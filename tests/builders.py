@@ -143,27 +143,26 @@ def build_bpe_tokenizer(path: Path, max_length: int = 64):
     return tok
 
 
-def build_unigram_tokenizer(path: Path, max_length: int = 64, truncation_side: str = "right"):
-    """A SentencePiece-style Unigram tokenizer (Metaspace), laid out as DeBERTa-v2's multilingual NLI models
-    (``[CLS] A [SEP] B [SEP]`` with token type ids 0 and 1)."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        trainers,
-    )
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
+def _unigram(specials: list, unk: str, vocab_size: int):
+    """A SentencePiece-style Unigram model (NFKC, Metaspace) trained on the Spanish-like corpus."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
     uni = Tokenizer(models.Unigram())
     uni.normalizer = normalizers.NFKC()
     uni.pre_tokenizer = pre_tokenizers.Metaspace()
     uni.decoder = decoders.Metaspace()
-    uni.train_from_iterator(corpus_sentences(), trainers.UnigramTrainer(vocab_size=600, special_tokens=specials,
-                                                                        unk_token="[UNK]"))
+    uni.train_from_iterator(corpus_sentences(), trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                        unk_token=unk))
+    return uni
+
+
+def build_unigram_tokenizer(path: Path, max_length: int = 64, truncation_side: str = "right"):
+    """A SentencePiece-style Unigram tokenizer (Metaspace), laid out as DeBERTa-v2's multilingual NLI models
+    (``[CLS] A [SEP] B [SEP]`` with token type ids 0 and 1)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    uni = _unigram(["[PAD]", "[CLS]", "[SEP]", "[UNK]"], "[UNK]", 600)
     cls, sep = uni.token_to_id("[CLS]"), uni.token_to_id("[SEP]")
     uni.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
                                             special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -177,17 +176,10 @@ def build_unigram_tokenizer(path: Path, max_length: int = 64, truncation_side: s
 def build_xlmr_tokenizer(path: Path, max_length: int = 128):
     """A SentencePiece-style Unigram tokenizer laid out as XLM-RoBERTa's (``<s> A </s></s> B </s>``, no token
     type ids, ``<pad>`` at 1)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from tokenizers.processors import RobertaProcessing
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    uni = Tokenizer(models.Unigram())
-    uni.normalizer = normalizers.NFKC()
-    uni.pre_tokenizer = pre_tokenizers.Metaspace()
-    uni.decoder = decoders.Metaspace()
-    uni.train_from_iterator(corpus_sentences(), trainers.UnigramTrainer(vocab_size=700, special_tokens=specials,
-                                                                        unk_token="<unk>"))
+    uni = _unigram(["<s>", "<pad>", "</s>", "<unk>"], "<unk>", 700)
     uni.post_processor = RobertaProcessing(("</s>", uni.token_to_id("</s>")), ("<s>", uni.token_to_id("<s>")))
     tok = PreTrainedTokenizerFast(tokenizer_object=uni, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                   cls_token="<s>", pad_token="<pad>", unk_token="<unk>", model_max_length=max_length,

@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
+from tests.agreement import check_bound
 from tests.builders import mlsum_rows
 from tests.conftest import LABELS, TEMPLATE
 from zs_ray import ZeroShotClassifier, ZsRayError
-from zs_ray.engine import AGREEMENT_BOUNDS, cpu_int8_available, device, resolve_precision
+from zs_ray.engine import cpu_int8_available, device, resolve_precision
 
 TEXTS = [r["summary"] for r in mlsum_rows(120, seed=3)]
 
@@ -20,28 +20,6 @@ TEXTS = [r["summary"] for r in mlsum_rows(120, seed=3)]
 @pytest.fixture(scope="module")
 def exact(nli_model):
     return ZeroShotClassifier(nli_model, LABELS, TEMPLATE, precision="fp32")(TEXTS)
-
-
-def by_label(result):
-    return dict(zip(result["labels"], result["scores"]))
-
-
-def agreement(exact, fast):
-    same = np.array([a["labels"][0] == b["labels"][0] for a, b in zip(exact, fast)])
-    clear = np.array([a["scores"][0] - a["scores"][1] >= 0.05 for a in exact])
-    diff = max(abs(by_label(a)[k] - v) for a, b in zip(exact, fast) for k, v in by_label(b).items())
-    return same, clear, diff
-
-
-def check_bound(mode, exact, fast):
-    bound = AGREEMENT_BOUNDS[mode]
-    same, clear, diff = agreement(exact, fast)
-    assert clear.sum() >= 30, "fixture not discriminative enough for this check"
-    assert same[clear].mean() >= bound["clear"], (mode, same[clear].mean())
-    assert same.mean() >= bound["all"], (mode, same.mean())
-    assert diff < bound["max_diff"], (mode, diff)
-    assert diff > 1e-4, (mode, "no rounding at all: the mode did not run")
-    assert all(abs(sum(r["scores"]) - 1) < 1e-6 for r in fast)
 
 
 @pytest.mark.parametrize("mode", ["bf16", "int8"])
