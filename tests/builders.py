@@ -260,3 +260,26 @@ def mdeberta_base_shape(path: Path, max_length: int = 512) -> Path:
     with random weights and the tiny Unigram tokenizer (the 250k-row embedding only costs a lookup)."""
     return build_arch_nli_model(path, "deberta-v2", layers=12, hidden=768, heads=12, ffn=3072, max_length=max_length,
                                 initializer_range=0.02, position_buckets=256)
+
+
+def build_text_classifier(path: Path, labels=("politica", "economia", "cultura", "deportes"), arch: str = "electra",
+                          seed: int = 0, problem_type: str | None = None) -> Path:
+    """A tiny supervised text classifier (no entailment label): ``arch``'s tiny model of
+    ``build_arch_nli_model`` (real tokenizer, random discriminative weights) with ``id2label`` = ``labels``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = Path(path)
+    build_arch_nli_model(path, arch, seed=seed)
+    config = AutoConfig.from_pretrained(str(path))
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: i for i, name in enumerate(labels)}
+    config.num_labels = len(labels)
+    if problem_type:
+        config.problem_type = problem_type
+    import torch
+
+    torch.manual_seed(seed)  # the new head: initialised with the config's (large) initializer range
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config,
+                                                               ignore_mismatched_sizes=True).eval()
+    model.save_pretrained(str(path))
+    return path

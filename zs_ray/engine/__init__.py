@@ -45,6 +45,7 @@ Modules:
 * ``onnx``: the ONNX Runtime int8 backend (export once per machine, check, quantize, cache).
 * ``calibrate``: ``auto`` on CPU, measured per machine and model, stored.
 * ``model``: ``NliScorer``, the model wrapper.
+* ``supervised``: a supervised text classifier as the pre-annotator (its kind, ``TextEncoder``, ``ClassMap``).
 * ``classifier``: ``ZeroShotClassifier``, the two halves together.
 """
 
@@ -71,9 +72,15 @@ from zs_ray.engine.model import NliScorer
 from zs_ray.engine.nli import NliLabels, check_model, load_model_config, nli_labels
 from zs_ray.engine.pairs import PairEncoder, Pairs
 from zs_ray.engine.postprocess import label_probabilities, ranked
+from zs_ray.engine.supervised import ClassMap, TextEncoder, class_map, model_classes, model_kind
 
 __all__ = [
     "AGREEMENT_BOUNDS",
+    "ClassMap",
+    "TextEncoder",
+    "class_map",
+    "model_classes",
+    "model_kind",
     "ATTENTION",
     "GUARD_BOUNDS",
     "NliLabels",

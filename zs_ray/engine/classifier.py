@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 from zs_ray.engine.model import NliScorer
+from zs_ray.engine.nli import load_model_config
 from zs_ray.engine.pairs import PairEncoder
 from zs_ray.engine.postprocess import ranked
+from zs_ray.engine.supervised import CLASSIFIER, TextEncoder, class_map, model_kind
 
 
 class ZeroShotClassifier:
@@ -15,32 +17,62 @@ class ZeroShotClassifier:
     ``ZeroShotClassifier(model, candidate_labels, hypothesis_template)(texts)``
     returns, in input order, one ``{"sequence", "labels", "scores"}`` per text,
     as transformers' zero-shot pipeline does (scores equal it to 1e-4 in fp32).
+
+    A supervised text classifier (no entailment label, named classes: ``supervised``) runs once per
+    text; its candidate labels are its classes (default), a subset of them, or the image of
+    ``label_map`` (model class -> label); the template is not used. Its scores equal
+    ``pipeline("text-classification", top_k=None)``'s in fp32.
     """
 
     def __init__(
         self,
         model: str,
-        candidate_labels,
+        candidate_labels=None,
         hypothesis_template: str = "This example is {}.",
         multi_label: bool = False,
         precision: str = "auto",
         device: Optional[str] = None,
         batch_size: Optional[int] = None,
+        label_map: Optional[Mapping] = None,
     ):
-        self.encoder = PairEncoder(model, candidate_labels, hypothesis_template)
-        self.scorer = NliScorer(model, multi_label, precision, device, batch_size)
-        self.labels = self.encoder.labels
+        config = load_model_config(model)
+        self.kind = model_kind(config, label_map)
+        self.class_map = None
+        if self.kind == CLASSIFIER:
+            self.class_map = class_map(config, candidate_labels, label_map, multi_label)
+            self.encoder = TextEncoder(model)
+            self.labels = self.class_map.labels
+        else:
+            self.encoder = PairEncoder(model, candidate_labels or (), hypothesis_template)
+            self.labels = self.encoder.labels
+        self.scorer = NliScorer(model, multi_label, precision, device, batch_size, kind=self.kind)
 
     @property
     def precision(self) -> str:
         return self.scorer.precision
 
+    def probabilities(self, pairs):
+        """[texts, labels] probabilities of encoded texts (``self.encoder.encode``)."""
+        return score(self.scorer, pairs, self.class_map)
+
     def __call__(self, texts) -> list[dict]:
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        probs = self.scorer.probabilities(self.encoder.encode(texts))
+        probs = self.probabilities(self.encoder.encode(texts))
         results = []
         for text, row in zip(texts, probs):
             labels, scores = ranked(self.labels, row)
             results.append({"sequence": text, "labels": labels, "scores": scores})
         return results[0] if single else results
+
+
+def score(scorer: NliScorer, pairs, class_map=None):
+    """Per text, each candidate label's probability: an NLI model's over its pairs, a classifier's
+    (``class_map``) from one forward pass per text."""
+    import numpy as np
+
+    if class_map is None:
+        return scorer.probabilities(pairs)
+    if pairs.n_texts == 0:
+        return np.empty((0, len(class_map.labels)))
+    return class_map.probabilities(scorer.logits(pairs.ids, pairs.lengths, pairs.type_ids))

@@ -1,4 +1,7 @@
-"""The model wrapper: ``NliScorer`` runs the NLI model over encoded pairs (GPU or CPU)."""
+"""The model wrapper: ``NliScorer`` runs the NLI model over encoded pairs (GPU or CPU).
+
+With ``kind="classifier"`` it runs a supervised text classifier the same way (``logits`` works on any
+sequence classifier; ``supervised.ClassMap`` makes its probabilities)."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from zs_ray.engine.nli import nli_labels
 from zs_ray.engine.onnx import onnx_int8_model
 from zs_ray.engine.pairs import Pairs
 from zs_ray.engine.postprocess import label_probabilities
+from zs_ray.engine.supervised import NLI
 from zs_ray.errors import ZsRayError
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ class NliScorer:
         device: Optional[str] = None,
         batch_size: Optional[int] = None,
         max_tokens: Optional[int] = None,
+        kind: str = NLI,
     ):
         import torch
 
@@ -68,8 +73,8 @@ class NliScorer:
         if precision == "auto" and self.device == "cpu":  # measured once per machine and model (calibrate)
             precision = auto_cpu_precision(model, _model_dir(model), torch.get_num_threads(), cpu_candidates(),
                                            lambda mode: NliScorer(model, multi_label, mode, "cpu", batch_size,
-                                                                  max_tokens))
-        self.name = model
+                                                                  max_tokens, kind))
+        self.name, self.kind = model, kind
         self.multi_label = multi_label
         self.batch_size = max(1, int(batch_size or default_batch_size(self.device)))
         self.max_tokens = int(max_tokens) if max_tokens else default_max_tokens(self.device)
@@ -95,7 +100,7 @@ class NliScorer:
         except (OSError, ValueError) as exc:
             raise ZsRayError(f"model {self.name!r} not found or not loadable: {exc}") from None
         self.model.to(self.device).eval()
-        self.nli = nli_labels(self.model.config)
+        self.nli = nli_labels(self.model.config) if self.kind == NLI else None  # a classifier: ``supervised``
         self.pad_id = self.model.config.pad_token_id or 0
         flat, lengths = guard.probe_batch(self.model.config)
         reference = self.logits(flat, lengths, max_tokens=guard.PROBE_TOKENS)
