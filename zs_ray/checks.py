@@ -23,6 +23,24 @@ def parse_labels(value: Any) -> tuple[str, ...]:
     return labels
 
 
+def parse_label_map(value: Any) -> dict:
+    """``--label-map``: a mapping, JSON text, or a YAML/JSON file of model class -> candidate label."""
+    where = value
+    if isinstance(value, str):
+        if value.lstrip().startswith("{"):
+            import json
+
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ZsRayError(f"--label-map is neither a file nor valid JSON: {exc}") from None
+        else:
+            value = load_yaml(value, "--label-map")
+    if not isinstance(value, dict) or not value or any(v is None or not str(v).strip() for v in value.values()):
+        raise ZsRayError(f"--label-map {where} must map the model's classes to non-empty candidate labels")
+    return {str(k): str(v).strip() for k, v in value.items()}
+
+
 def check_template(template: str) -> str:
     if "{}" not in template:
         raise ZsRayError(f"--hypothesis-template must contain '{{}}' where the label goes: {template!r}")

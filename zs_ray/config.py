@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional, Union
 
-from zs_ray.checks import check_precision, check_template, parse_labels
+from zs_ray.checks import check_precision, check_template, parse_label_map, parse_labels
 from zs_ray.errors import ZsRayError
 from zs_ray.rubrix.config import RubrixConfig, ServerConfig
 from zs_ray.workflow.config import BulkLabelConfig, EvaluateConfig, ThresholdsConfig
@@ -50,8 +50,12 @@ class AnnotateConfig:
         "or all (every split of the config)."))
     text_field: str = field(default="summary", metadata=_help("Column holding the text to classify."))
     model: Optional[str] = field(default=None, metadata=_help(
-        "NLI model: Hub id or local directory (needs an 'entailment' label in its config). Default: the "
+        "NLI model (an 'entailment' label in its config), or a supervised text classifier (named classes, "
+        "one forward pass per text; its classes are the labels): Hub id or local directory. Default: the "
         "config's preset (es: Recognai/zeroshot_selectra_medium)."))
+    label_map: Optional[Union[dict, str]] = field(default=None, metadata=_help(
+        "For a supervised classifier: JSON, or a YAML/JSON file, mapping the model's classes to candidate "
+        "labels (classes left out are not candidates)."))
     labels: Optional[list[str]] = field(default=None, metadata=_help(
         "Candidate labels: comma-separated, or one per argument. Default: the config's preset (es: the six "
         "tutorial labels)."))
@@ -93,6 +97,8 @@ class AnnotateConfig:
             self.labels = list(parse_labels(_comma_list(self.labels)))
         if self.hypothesis_template is not None:
             check_template(self.hypothesis_template)
+        if self.label_map is not None:
+            self.label_map = parse_label_map(self.label_map)
         check_precision(self.precision)
         if not self.output and not self.dry_run:
             raise ZsRayError("--output is required")

@@ -22,7 +22,8 @@ from zs_ray import output, presets, read, write
 from zs_ray.capacity import cluster_capacity
 from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
-from zs_ray.engine import PairEncoder, check_model
+from zs_ray.engine import PairEncoder, load_model_config
+from zs_ray.engine.supervised import NLI, TextEncoder, class_map, model_kind
 from zs_ray.errors import ZsRayError
 from zs_ray.dryrun import DryRun, dry_run
 from zs_ray.logstage import LiveLog, dataset_names, log_run
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 
 def stages(config: AnnotateConfig, settings: dict, text_field: str, pools: Pools) -> list[Stage]:
     """The stages between read and write, in order; ``settings``: each config's model, labels and template."""
-    per_config = {c: {"model": p.model, "labels": list(p.labels), "hypothesis_template": p.hypothesis_template}
-                  for c, p in settings.items()}
+    per_config = {c: {"model": p.model, "labels": list(p.labels), "hypothesis_template": p.hypothesis_template,
+                      "kind": p.kind, "label_map": p.label_map} for c, p in settings.items()}
     return [
         Stage("tokenize", TokenizeStage, dict(settings=per_config, text_field=text_field),
               batch_size=TEXTS_PER_TOKENIZE, pool=pools.tokenize),
@@ -101,10 +102,7 @@ def check(config: AnnotateConfig, rubrix: Optional[RubrixConfig]) -> Run:
     plans = read.plan_runs(config.dataset, config.config, config.split, config.text_field)
     settings = presets.resolve([p.config for p in plans], config.presets, config.model, config.labels,
                                config.hypothesis_template)
-    for model in dict.fromkeys(p.model for p in settings.values()):
-        check_model(model)
-    for preset in settings.values():
-        PairEncoder(preset.model, preset.labels, preset.hypothesis_template)  # the tokenizer loads, hypotheses fit
+    settings = model_kinds(settings, config)
     if rubrix is not None:
         for name in dataset_names(rubrix.rubrix_dataset, list(settings)).values():
             preflight(replace(rubrix, rubrix_dataset=name).validate())  # server, key, workspace, before hours of work
@@ -116,6 +114,28 @@ def check(config: AnnotateConfig, rubrix: Optional[RubrixConfig]) -> Run:
         log.info("resuming the unfinished run of these settings: %d of %d rows are written already",
                  target.resumed_rows, run.num_rows)
     return run
+
+
+def model_kinds(settings: dict, config: AnnotateConfig) -> dict:
+    """Each config's settings with its model's kind (``engine.supervised``): an NLI model's tokenizer loads
+    and its hypotheses fit; a supervised classifier's labels are its classes (or the label map's image)
+    unless ``--labels`` (or, without ``--model``, the preset) names some of them; one line for labels the
+    model does not have."""
+    models = {m: load_model_config(m) for m in dict.fromkeys(p.model for p in settings.values())}
+    out = {}
+    for c, p in settings.items():
+        kind = model_kind(models[p.model], config.label_map)
+        if kind == NLI:
+            if config.label_map:
+                raise ZsRayError(f"--label-map is for supervised classifiers; {p.model!r} is an NLI model")
+            PairEncoder(p.model, p.labels, p.hypothesis_template)  # the tokenizer loads, hypotheses fit
+            out[c] = replace(p, kind=kind)
+            continue
+        asked = config.labels or (None if config.model else p.labels)
+        classes = class_map(models[p.model], asked, config.label_map, config.multi_label)
+        TextEncoder(p.model)  # the tokenizer loads
+        out[c] = replace(p, labels=classes.labels, kind=kind, label_map=config.label_map)
+    return out
 
 
 def run_identity(config: AnnotateConfig, settings: dict) -> dict:
@@ -134,7 +154,7 @@ def run_manifest(config: AnnotateConfig, run: Run, counts: dict, **facts) -> dic
     settings = config.to_dict()
     one = next(iter(run.settings.values())) if len(run.settings) == 1 else None
     settings.update(model=one and one.model, labels=one and list(one.labels),
-                    hypothesis_template=one and one.hypothesis_template)
+                    hypothesis_template=one and one.hypothesis_template, model_kind=one and one.kind)
     configs = {c: {**p.to_dict(), "rows": counts.get(c, (0, 0))[0], "skipped": counts.get(c, (0, 0))[1]}
                for c, p in run.settings.items() if c is not None}
     used = ",".join(c for c in run.settings if c is not None) or None
@@ -150,9 +170,9 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "
     if config.dry_run:
         return dry_run(config, run.plans, run.settings, pools)
     start = time.perf_counter()
-    first_model = next(iter(run.settings.values())).model
-    precision = worker_precision(config.precision, pools.device, pools.model.gpus, first_model,
-                                 pools.model.cpus)  # resolved while streaming
+    first = next(iter(run.settings.values()))
+    precision = worker_precision(config.precision, pools.device, pools.model.gpus, first.model,
+                                 pools.model.cpus, first.kind)  # resolved while streaming
 
     def manifest(precision: str, counts: dict) -> dict:
         return run_manifest(config, run, counts, precision_requested=config.precision, precision=precision,
@@ -174,7 +194,8 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "
 
     seconds = time.perf_counter() - start
     rows, skipped = sum(n for n, _ in counts.values()), sum(k for _, k in counts.values())
-    pairs = sum((n - k) * len(run.settings[c].labels) for c, (n, k) in counts.items())
+    pairs = sum((n - k) * (len(run.settings[c].labels) if run.settings[c].kind == NLI else 1)
+                for c, (n, k) in counts.items())  # a classifier: one sequence per text
     workers = f"{pools.model} model worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
     summary = RunSummary(rows, skipped, pairs, seconds, config.output, workers, resumed=run.target.resumed_rows)
     if rubrix is not None:

@@ -1,6 +1,7 @@
 """Model stage (GPU or CPU actors): the NLI model over a block's token columns -> the prediction columns.
 
-Sorts the block's pairs by length, runs the model (``engine.NliScorer``), ranks each row's labels and
+Sorts the block's pairs by length, runs the model (``engine.NliScorer``; a supervised classifier: one
+sequence per row, its classes' probabilities through ``engine.supervised.ClassMap``), ranks each row's labels and
 replaces the token columns by ``output.PREDICTION_SCHEMA``'s columns (nulls for rows without text).
 
 In a multi-language run each config has its own model and labels: an actor loads a model when the first
@@ -17,7 +18,9 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from zs_ray.engine import NliScorer, Pairs, ranked, resolve_precision, torch_threads_for
+from zs_ray.engine import NliScorer, Pairs, load_model_config, ranked, resolve_precision, torch_threads_for
+from zs_ray.engine.classifier import score
+from zs_ray.engine.supervised import NLI, class_map
 from zs_ray.output import PREDICTION_SCHEMA, config_runs, prediction_table
 from zs_ray.tokenize import TOKEN_COLUMNS, flat_pairs
 
@@ -40,23 +43,35 @@ class ModelStage:
         self.settings = settings
         self.options = (multi_label, precision, device, batch_size)
         self.scorers: OrderedDict[str, NliScorer] = OrderedDict()
-        self.scorer(settings[next(iter(settings))]["model"])
+        self.class_maps: dict = {}  # config -> a supervised classifier's ClassMap
+        self.scorer(settings[next(iter(settings))])
 
-    def scorer(self, model: str) -> NliScorer:
+    def scorer(self, s: dict) -> NliScorer:
+        model, kind = s["model"], s.get("kind", NLI)
         if model in self.scorers:
             self.scorers.move_to_end(model)
         else:
             while len(self.scorers) >= MODELS_PER_ACTOR:
                 self.scorers.popitem(last=False)
-            self.scorers[model] = NliScorer(model, *self.options)
+            self.scorers[model] = NliScorer(model, *self.options, kind=kind)
         return self.scorers[model]
 
+    def class_map(self, config):
+        s = self.settings[config]
+        if s.get("kind", NLI) == NLI:
+            return None
+        if config not in self.class_maps:
+            self.class_maps[config] = class_map(load_model_config(s["model"]), s["labels"], s.get("label_map"),
+                                                self.options[0])
+        return self.class_maps[config]
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        parts = [self.predict(part, self.scorer(self.settings[config]["model"]), self.settings[config]["labels"])
+        parts = [self.predict(part, self.scorer(self.settings[config]), self.settings[config]["labels"],
+                              self.class_map(config))
                  for config, part in config_runs(batch)]
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def predict(self, batch: pa.Table, scorer: NliScorer, labels: list) -> pa.Table:
+    def predict(self, batch: pa.Table, scorer: NliScorer, labels: list, classes=None) -> pa.Table:
         # Token ids go from Arrow to numpy without a Python list per pair (it matters when a GPU is fast).
         ids = batch.column("input_ids").combine_chunks()
         keep = np.flatnonzero(ids.is_valid().to_numpy(zero_copy_only=False))
@@ -65,7 +80,7 @@ class ModelStage:
         types = batch.column("token_type_ids").combine_chunks()
         if len(keep) and types.null_count < len(types):
             flat_types, _ = flat_pairs(types)
-        probs = scorer.probabilities(Pairs(flat, lengths, flat_types, len(labels)))
+        probs = score(scorer, Pairs(flat, lengths, flat_types, 1 if classes else len(labels)), classes)
         ranked_labels, scores = [None] * len(ids), [None] * len(ids)
         for j, i in enumerate(keep):
             ranked_labels[i], scores[i] = ranked(labels, probs[j])
@@ -76,7 +91,7 @@ class ModelStage:
         return batch
 
 
-def _precision_on_worker(precision: str, device: str, model: str, cpus: float) -> str:
+def _precision_on_worker(precision: str, device: str, model: str, cpus: float, kind: str = NLI) -> str:
     if precision == "auto" and device == "cpu":  # the actors' measurement on this node (engine.calibrate)
         from zs_ray.engine import cpu_candidates
         from zs_ray.engine.calibrate import stored_choice
@@ -89,11 +104,12 @@ def _precision_on_worker(precision: str, device: str, model: str, cpus: float) -
         import torch
 
         torch.set_num_threads(threads)  # a node where no actor ran: measured here, as an actor would
-        return NliScorer(model, precision=precision, device=device).precision
+        return NliScorer(model, precision=precision, device=device, kind=kind).precision
     return resolve_precision(precision, device)
 
 
-def worker_precision(precision: str, device: str, num_gpus: float, model: str, cpus: float) -> Callable[[], str]:
+def worker_precision(precision: str, device: str, num_gpus: float, model: str, cpus: float,
+                     kind: str = NLI) -> Callable[[], str]:
     """The precision the model actors ran ``model`` in (``auto`` resolved on a worker's own hardware), as a
     function to call once the stream is done: on a CPU the actors' stored measurement is read then, rather
     than measured again beside them at the start."""
@@ -106,6 +122,6 @@ def worker_precision(precision: str, device: str, num_gpus: float, model: str, c
     @functools.cache
     def get() -> str:
         return ray.get(ray.remote(_precision_on_worker).options(num_gpus=num_gpus, num_cpus=0.25).remote(
-            precision, device, model, cpus))
+            precision, device, model, cpus, kind))
 
     return get

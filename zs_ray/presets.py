@@ -16,7 +16,7 @@ preset there, unless all three flags are given. Everything is checked here, befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -34,10 +34,13 @@ class Preset:
     model: str
     hypothesis_template: str
     labels: tuple[str, ...]
+    kind: str = "nli"  # or "classifier": a supervised model (``engine.supervised``), the template unused
+    label_map: Optional[dict] = field(default=None, hash=False)  # a classifier's class -> candidate label
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "hypothesis_template": self.hypothesis_template,
-                "candidate_labels": list(self.labels)}
+        out = {"model": self.model, "model_kind": self.kind, "hypothesis_template": self.hypothesis_template,
+               "candidate_labels": list(self.labels)}
+        return {**out, "label_map": self.label_map} if self.label_map else out
 
 
 TUTORIAL = Preset("Recognai/zeroshot_selectra_medium", "Esta noticia habla de {}.",

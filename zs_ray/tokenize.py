@@ -1,6 +1,7 @@
 """Tokenize stage (CPU actors): every (text, hypothesis) pair of a block -> token id columns.
 
-Each text is tokenized once and joined to every hypothesis of its config (``engine.PairEncoder``; a
+Each text is tokenized once and joined to every hypothesis of its config (``engine.PairEncoder``), or,
+for a supervised classifier, encoded alone (``engine.supervised.TextEncoder``: one sequence per row; a
 multi-language run gives each config its own tokenizer, template and labels, loaded when its first row
 comes). The pairs travel
 to the model stage as two Arrow columns, ``input_ids`` and ``token_type_ids`` (list<list<int32>>: per row,
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from zs_ray.engine import PairEncoder
+from zs_ray.engine.supervised import CLASSIFIER, TextEncoder
 from zs_ray.output import config_runs
 
 TOKEN_COLUMNS = ("input_ids", "token_type_ids")
@@ -22,24 +24,25 @@ TEXTS_PER_BATCH = 256  # one tokenizer call: ~0.2 s of full articles on one CPU
 
 
 class TokenizeStage:
-    """``settings``: config (None without configs) -> {"model", "labels", "hypothesis_template"}."""
+    """``settings``: config (None without configs) -> {"model", "labels", "hypothesis_template", "kind"}."""
 
     def __init__(self, settings: dict, text_field: str):
         self.settings, self.text_field = settings, text_field
         self.encoders: dict = {}
         self.encoder(next(iter(settings)))  # the first config's tokenizer loads with the actor
 
-    def encoder(self, config) -> PairEncoder:
+    def encoder(self, config) -> "PairEncoder | TextEncoder":
         if config not in self.encoders:
             s = self.settings[config]
-            self.encoders[config] = PairEncoder(s["model"], s["labels"], s["hypothesis_template"])
+            self.encoders[config] = (TextEncoder(s["model"]) if s.get("kind") == CLASSIFIER
+                                     else PairEncoder(s["model"], s["labels"], s["hypothesis_template"]))
         return self.encoders[config]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         parts = [self.tokenize(part, self.encoder(config)) for config, part in config_runs(batch)]
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def tokenize(self, batch: pa.Table, encoder: PairEncoder) -> pa.Table:
+    def tokenize(self, batch: pa.Table, encoder) -> pa.Table:
         texts = batch.column(self.text_field).to_pylist()
         kept = np.array([t is not None and bool(t.strip()) for t in texts], dtype=bool)
         pairs = encoder.encode([t for t, k in zip(texts, kept) if k])
