@@ -73,6 +73,11 @@ def test_engine_refuses_labels_the_model_does_not_have(classifier):
         ZeroShotClassifier(classifier, label_map={"salud": "sociedad"})
 
 
+def test_engine_refuses_a_label_map_for_an_nli_model(nli_model):
+    with pytest.raises(ZsRayError, match="--label-map is for supervised classifiers"):
+        ZeroShotClassifier(nli_model, ["a"], "{}", label_map={"entailment": "a"})
+
+
 def test_job_annotate_log_pull_evaluate(ray_local, tmp_path, mlsum_dir, classifier):
     """The job with a supervised model: one row per input with the model's labels, ``model_kind`` in the
     manifest, logged to Rubrix, annotated, pulled back and evaluated."""
@@ -144,3 +149,12 @@ def test_bad_input_is_one_line_and_no_output(tmp_path, capsys, mlsum_dir, classi
     assert err.startswith("zs-ray: error: ") and err.count("\n") == 1, err
     assert message in err
     assert not list(tmp_path.iterdir())
+
+
+def test_dry_run_counts_one_sequence_per_text(ray_local, tmp_path, mlsum_dir, classifier, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plan = annotate(AnnotateConfig(output=str(tmp_path / "never"), dataset=mlsum_dir, split="test[0:40]",
+                                   model=classifier, label_map={"deportes": "deporte", "cultura": "ocio"},
+                                   dry_run=True))
+    assert [(r.rows, r.pairs) for r in plan.rows] == [(40, 40)] and plan.total_eta_s > 0
+    assert not (tmp_path / "never").exists()

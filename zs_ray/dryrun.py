@@ -92,7 +92,7 @@ def _synthetic_texts(tokenizer, chars: float, n: int) -> list[str]:
 
 
 def _calibrate(model: str, labels: list, template: str, chars: float, multi_label: bool, precision: str,
-               device: str, cpus: float) -> dict:
+               device: str, cpus: float, label_map: Optional[dict] = None) -> dict:
     """Runs on a model worker's resources: pairs/s of the engine on texts of ``chars`` characters."""
     import torch
 
@@ -101,7 +101,8 @@ def _calibrate(model: str, labels: list, template: str, chars: float, multi_labe
     if device == "cpu":
         torch.set_num_threads(torch_threads_for(cpus))
     start = time.perf_counter()
-    clf = ZeroShotClassifier(model, labels, template, multi_label=multi_label, precision=precision, device=device)
+    clf = ZeroShotClassifier(model, labels, template, multi_label=multi_label, precision=precision, device=device,
+                             label_map=label_map)
     load_s = time.perf_counter() - start
     per_call = 64 if device == "cuda" else 8
     texts = _synthetic_texts(clf.encoder.tokenizer, chars, per_call)
@@ -112,7 +113,7 @@ def _calibrate(model: str, labels: list, template: str, chars: float, multi_labe
         calls += 1
     seconds = time.perf_counter() - start
     return {**_hardware(device, cpus), "precision": clf.precision,
-            "pairs_per_s": calls * per_call * len(labels) / seconds, "load_s": load_s,
+            "pairs_per_s": calls * per_call * _sequences(clf.kind, labels) / seconds, "load_s": load_s,
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -128,8 +129,13 @@ class Calibration:
     measured_at: str
 
 
+def _sequences(kind: str, labels) -> int:
+    """Sequences the model scores per text: one per label for an NLI model, one for a classifier."""
+    return len(labels) if kind == "nli" else 1
+
+
 def calibrate(model: str, labels: list, template: str, chars: float, multi_label: bool, precision: str, pools,
-              store: Optional[dict] = None) -> Calibration:
+              store: Optional[dict] = None, label_map: Optional[dict] = None) -> Calibration:
     """A stored figure for this model on this hardware, or one measured now on a model worker's resources."""
     import ray
 
@@ -144,7 +150,7 @@ def calibrate(model: str, labels: list, template: str, chars: float, multi_label
         return Calibration(model, hardware["device"], s["precision"], chars, s["pairs_per_s"], s["load_s"], True,
                            s["measured_at"])
     result = ray.get(ray.remote(_calibrate).options(**options).remote(
-        model, list(labels), template, chars, multi_label, precision, pools.device, pools.model.cpus))
+        model, list(labels), template, chars, multi_label, precision, pools.device, pools.model.cpus, label_map))
     store[key] = result
     _write_store(store)
     return Calibration(model, result["device"], result["precision"], chars, result["pairs_per_s"],
@@ -234,11 +240,12 @@ def dry_run(config, plans, settings, pools) -> DryRun:
     for plan in plans:
         preset = settings[plan.config]
         for split, rows in plan.split_rows.items():
-            out.rows.append(PlanRow(plan.config, split, rows, rows * len(preset.labels), preset.model))
+            out.rows.append(PlanRow(plan.config, split, rows, rows * _sequences(preset.kind, preset.labels),
+                                    preset.model))
         cal = calibrate(preset.model, list(preset.labels), preset.hypothesis_template, mean_text_chars(plan),
-                        config.multi_label, config.precision, pools, store)
+                        config.multi_label, config.precision, pools, store, preset.label_map)
         out.calibrations[plan.config] = cal
-        pairs = plan.num_rows * len(preset.labels)
+        pairs = plan.num_rows * _sequences(preset.kind, preset.labels)
         load = cal.load_s if preset.model != previous else 0.0  # the next config of the same model loads nothing
         out.eta_s[plan.config] = pairs / (cal.pairs_per_s * pools.model.max) + load
         previous = preset.model

@@ -9,6 +9,7 @@ from zs_ray.engine.nli import load_model_config
 from zs_ray.engine.pairs import PairEncoder
 from zs_ray.engine.postprocess import ranked
 from zs_ray.engine.supervised import CLASSIFIER, TextEncoder, class_map, model_kind
+from zs_ray.errors import ZsRayError
 
 
 class ZeroShotClassifier:
@@ -43,6 +44,8 @@ class ZeroShotClassifier:
             self.encoder = TextEncoder(model)
             self.labels = self.class_map.labels
         else:
+            if label_map:
+                raise ZsRayError(f"--label-map is for supervised classifiers; {model!r} is an NLI model")
             self.encoder = PairEncoder(model, candidate_labels or (), hypothesis_template)
             self.labels = self.encoder.labels
         self.scorer = NliScorer(model, multi_label, precision, device, batch_size, kind=self.kind)
