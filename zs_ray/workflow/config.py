@@ -156,7 +156,7 @@ class SampleConfig:
 
     sample: Optional[str] = field(default=None, metadata=_help(
         "Mark a seeded random sample in the records' metadata (sample: round-1): N records, or P%% of them; "
-        "the same records on every re-run, a superset for a larger N (see the README's workflow)."))
+        "the same records on every re-run, a superset for a larger N (see docs/workflow.md)."))
     sample_seed: int = field(default=0, metadata=_help("Seed of --sample."))
     sample_by_label: bool = field(default=False, metadata=_help(
         "Stratify --sample N by predicted label (N shared evenly over the labels); annotate then logs once "
