@@ -8,7 +8,7 @@ not updated):
 * **server-bound**: pre-built bulk bodies (``PUT /api/v1/datasets/{id}/records/bulk``, the same items zs-ray
   sends, encoded before the clock starts) sent by N threads with plain ``requests``: no zs-ray, no Ray, no
   Parquet. What the server takes at that concurrency.
-* **zs-ray**: ``zs_ray.rubrix.log_output`` with ``--senders N`` (Ray tasks), the same chunk size, timed
+* **zs-ray**: ``zs_ray.servers.log_output`` with ``--senders N`` (Ray tasks), the same chunk size, timed
   end to end (connecting, reading the output, building and checking records, the ledger, the sending); the
   dataset's set-up (create, fields, question, metadata properties, publish) is done before the clock
   starts, as for the raw stream (``prepare``).
@@ -41,10 +41,10 @@ import requests  # noqa: E402
 from tests.argilla2_server import Argilla2Server  # noqa: E402
 from tests.rubrix_server import make_output  # noqa: E402
 from zs_ray.output import open_output  # noqa: E402
-from zs_ray.rubrix import RubrixConfig, log_output  # noqa: E402
-from zs_ray.rubrix import argilla2  # noqa: E402
-from zs_ray.rubrix import records as rec  # noqa: E402
-from zs_ray.rubrix.connect import connect  # noqa: E402
+from zs_ray import RubrixConfig  # noqa: E402
+from zs_ray.servers import argilla2, log_output  # noqa: E402
+from zs_ray.servers import records as rec  # noqa: E402
+from zs_ray.servers.connect import connect  # noqa: E402
 
 SENDERS = (1, 4, 8)
 

@@ -29,7 +29,8 @@ import ray  # noqa: E402
 import requests  # noqa: E402
 
 from tests.rubrix_server import make_output  # noqa: E402
-from zs_ray.rubrix import RubrixConfig, log_output  # noqa: E402
+from zs_ray import RubrixConfig  # noqa: E402
+from zs_ray.servers import log_output  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import cpu_model  # noqa: E402  (one description of the machine for every benchmark)

@@ -15,9 +15,9 @@ import pytest
 from tests.argilla2_server import free_port
 from tests.rubrix_server import LABELS, MODEL, make_output
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix import RubrixConfig, log_output, pull
-from zs_ray.rubrix import argilla2
-from zs_ray.rubrix.pull import SCHEMA
+from zs_ray import RubrixConfig
+from zs_ray.servers import argilla2, log_output, pull
+from zs_ray.servers.pull import SCHEMA
 
 
 @pytest.fixture(scope="session")

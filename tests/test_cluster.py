@@ -90,7 +90,7 @@ def test_ray_job_submit_end_to_end(ray_head, tmp_path, mlsum_dir, nli_model):
 
 @pytest.mark.slow
 def test_ray_job_submit_with_secrets_in_files_never_shows_them(ray_head, tmp_path):
-    """`ray job submit` of `zs-ray log` whose key and extra headers come from files on the node (the README's
+    """`ray job submit` of `zs-ray log` whose key and extra headers come from files on the node (docs/clusters.md's
     way): the job logs every record through a TLS proxy that wants the bearer, and neither the key nor the
     bearer is in `ray job list`, the job's logs or any log of the Ray session."""
     import trustme  # the `test` extra

@@ -172,3 +172,34 @@ def test_ledger_recovers_from_a_torn_write(tmp_path):
     led = Ledger.open(tmp_path / "l.jsonl", ident, reset=True)  # dataset gone from the server
     assert not led.acked and list(tmp_path.glob("l.jsonl.stale-*"))
     led.close()
+
+
+def test_the_old_package_name_is_an_alias_of_servers():
+    """``zs_ray.rubrix`` (the old name) keeps working: the same module objects and the same RubrixConfig."""
+    import zs_ray
+    import zs_ray.rubrix
+    import zs_ray.servers
+    from zs_ray.servers import client, config, records
+    from zs_ray.workflow.config import RubrixConfig as New
+
+    assert rec is records and RubrixClient is client.RubrixClient and zs_ray.rubrix.client is client
+    assert RubrixConfig is New is zs_ray.rubrix.RubrixConfig is zs_ray.RubrixConfig
+    assert parse_tags is config.parse_tags and zs_ray.rubrix.log_output is zs_ray.servers.log_output
+    assert issubclass(RubrixConfig, config.SendConfig)
+    assert config.SendConfig(rubrix_dataset="d").sample_rule_for(None) is None  # servers: no sample of their own
+    assert not hasattr(config.SendConfig(rubrix_dataset="d"), "sample")
+
+
+def test_the_server_package_imports_no_layer_above_it():
+    """zs_ray/servers/ never imports the workflow, the job or its old alias (no import circle through it)."""
+    import ast
+    import pathlib
+
+    import zs_ray.servers
+
+    above = ("zs_ray.workflow", "zs_ray.rubrix", "zs_ray.logstage", "zs_ray.pipeline", "zs_ray.cli", "zs_ray.config")
+    for path in pathlib.Path(zs_ray.servers.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.startswith(above)], f"{path.name} imports {names}"

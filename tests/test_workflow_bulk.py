@@ -11,9 +11,10 @@ from tests.rubrix_server import RubrixTestServer, make_output
 from zs_ray.cli import main
 from zs_ray.errors import ZsRayError
 from zs_ray.output import open_output
-from zs_ray.rubrix import RubrixConfig, ServerConfig
-from zs_ray.rubrix import records as rec
-from zs_ray.rubrix.client import RubrixClient
+from zs_ray.servers import ServerConfig
+from zs_ray.servers import records as rec
+from zs_ray.servers.client import RubrixClient
+from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.bulk import bulk_label
 from zs_ray.workflow.config import BulkLabelConfig
 
@@ -140,7 +141,7 @@ def test_bulk_label_one_line_errors(args, expect, capsys):
 def test_bulk_label_on_argilla_2(tmp_path, argilla2):
     """The real argilla-server 2.8: bulk labels are responses of a user kept for them; a person's response is
     never touched; undo deletes exactly the bulk responses."""
-    from zs_ray.rubrix import log_output
+    from zs_ray.servers import log_output
 
     srv = argilla2
     make_output(tmp_path / "out", 40)
@@ -180,7 +181,7 @@ def test_bulk_label_on_argilla_2(tmp_path, argilla2):
 def test_the_workflow_end_to_end(tmp_path, capsys):
     """pull -> thresholds -> bulk-label --apply (the count thresholds promised) -> pull -> evaluate, where the
     bulk labels are not counted as human labels."""
-    from zs_ray.rubrix import pull
+    from zs_ray.servers import pull
 
     with RubrixTestServer("argilla-1.29") as srv:
         ids = put_records(srv, tmp_path / "out", 400)

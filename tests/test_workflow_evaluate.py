@@ -13,7 +13,7 @@ import pytest
 
 from zs_ray.cli import main
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.pull import SCHEMA
+from zs_ray.servers.pull import SCHEMA
 from zs_ray.workflow.config import EvaluateConfig
 from zs_ray.workflow.evaluate import evaluate
 

@@ -5,7 +5,8 @@ import pytest
 
 from tests.rubrix_server import RubrixTestServer, make_output
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix import RubrixConfig, log_output
+from zs_ray.servers import log_output
+from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.sample import SAMPLE_KEY, make_rule, plan_ids, resolve_for_plan, share
 
 DS = "zeroshot_noticias"

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zs_ray.cli import main
-from zs_ray.rubrix.pull import SCHEMA
+from zs_ray.servers.pull import SCHEMA
 from zs_ray.workflow.config import ThresholdsConfig
 from zs_ray.workflow.thresholds import choose, needed, thresholds
 

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from zs_ray.config import AnnotateConfig  # noqa: E402
 from zs_ray.engine import ZeroShotClassifier  # noqa: E402
 from zs_ray.errors import ZsRayError  # noqa: E402
-from zs_ray.rubrix.config import RubrixConfig  # noqa: E402
+from zs_ray.workflow.config import RubrixConfig  # noqa: E402
 
 
 def annotate(config: AnnotateConfig, rubrix: "RubrixConfig | None" = None):

@@ -128,7 +128,7 @@ def run_log(settings, rubrix) -> int:
 
 
 def run_pull(settings, server) -> int:
-    from zs_ray.rubrix import pull
+    from zs_ray.servers import pull
 
     query = {"status": settings.status} if settings.status else None
     print(pull(server, settings.output, query=query).summary(), flush=True)
@@ -188,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return RUNNERS[argv[0]](*parse(argv[0], argv[1:]))
     except ZsRayError as exc:
-        from zs_ray.rubrix.transport import redact
+        from zs_ray.servers.transport import redact
 
         print(f"zs-ray: error: {redact(str(exc), argv_secrets(argv))}", file=sys.stderr, flush=True)
         return 2

@@ -19,23 +19,17 @@ import os
 import posixpath
 import threading
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Optional
 
 import pyarrow.dataset as pads
 
 from zs_ray.output import Output, open_output
-from zs_ray.rubrix import LogReport, RubrixConfig, log_output
+from zs_ray.servers import LogReport, log_output
+from zs_ray.servers.config import SendConfig, dataset_names
 from zs_ray.write import OutputTarget, committed_files
 
 log = logging.getLogger(__name__)
 INTERVAL_S = 5.0
-
-
-def dataset_names(name: str, configs: Sequence[Optional[str]]) -> dict[Optional[str], str]:
-    """The annotation dataset of each config: ``name`` for one, ``name-<config>`` for several."""
-    if len(configs) <= 1:
-        return {c: name for c in configs}
-    return {c: f"{name}-{c}" for c in configs}
 
 
 @dataclass
@@ -56,7 +50,7 @@ class LogReports:
         return "\n".join(r.summary() for r in self.reports)
 
 
-def log_run(output: "str | os.PathLike | Output", rubrix: RubrixConfig) -> "LogReport | LogReports":
+def log_run(output: "str | os.PathLike | Output", rubrix: SendConfig) -> "LogReport | LogReports":
     """Log an output (or the committed files of a running job): to ``rubrix.rubrix_dataset``, or, for several
     configs, each config's rows with its own labels and agent to its own dataset (``dataset_names``)."""
     out = output if isinstance(output, Output) else open_output(str(output))
@@ -71,7 +65,7 @@ class LiveLog:
     """``start()`` before the write, ``stop()`` once it is done (before the files move): the logging thread
     makes a last pass over what is committed and ends."""
 
-    def __init__(self, target: OutputTarget, rubrix: RubrixConfig, manifest: dict, interval_s: float = INTERVAL_S):
+    def __init__(self, target: OutputTarget, rubrix: SendConfig, manifest: dict, interval_s: float = INTERVAL_S):
         self.target, self.rubrix, self.manifest, self.interval_s = target, rubrix, manifest, interval_s
         self.logged: set[str] = set()
         self.error: Optional[str] = None

@@ -29,9 +29,10 @@ from zs_ray.dryrun import DryRun, dry_run
 from zs_ray.logstage import LiveLog, dataset_names, log_run
 from zs_ray.predict import TEXTS_PER_BATCH, ModelStage, worker_precision
 from zs_ray.resources import AUX_CPUS, Pools, plan_pools
-from zs_ray.rubrix import LogReport, RubrixConfig, preflight
+from zs_ray.servers import LogReport, preflight
 from zs_ray.stage import Stage
 from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
+from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.sample import live_logging_allowed, resolve_for_plan
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,8 @@ from its lineage. Read and write tasks are retried by Ray Data itself (``max_ret
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -33,6 +35,9 @@ node is declared dead only after the GCS health checks fail, ~15 s by default, a
 placed and its model loaded again), so any finite number can run out within seconds of one node loss
 (3 did here). Endless retries are bounded all the same: a batch can only be retried on its actor while
 the actor may restart, so ``ACTOR_MAX_RESTARTS`` ends a crash loop."""
+
+
+RAY_REMOTE_ARGS_DEPRECATED = r"`ray_remote_args` is deprecated"  # Ray 2.60's RayDeprecationWarning (Stage.apply)
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,22 @@ class Stage:
     def apply(self, ds):
         from ray.data import ActorPoolStrategy
 
-        return ds.map_batches(
-            self.fn,
-            fn_constructor_kwargs=self.kwargs,
-            batch_size=self.batch_size,
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(min_size=self.pool.min, max_size=self.pool.max),
-            num_cpus=self.pool.cpus,
-            num_gpus=self.pool.gpus,
-            resources=self.pool.resources or None,
-            # ray_remote_args of the pool's actors (see ACTOR_MAX_RESTARTS / ACTOR_TASK_MAX_RETRIES)
-            max_restarts=ACTOR_MAX_RESTARTS,
-            max_task_retries=ACTOR_TASK_MAX_RETRIES,
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates **ray_remote_args but has no named parameter for an actor's max_restarts
+            # and max_task_retries (its named ones: num_cpus, num_gpus, resources, ...; ray_remote_args_fn
+            # is deprecated too), and its default is -1 for both: endless restarts. So the two bounds still
+            # go as ray_remote_args, and only that one warning about them is silenced here.
+            warnings.filterwarnings("ignore", message=RAY_REMOTE_ARGS_DEPRECATED)
+            return ds.map_batches(
+                self.fn,
+                fn_constructor_kwargs=self.kwargs,
+                batch_size=self.batch_size,
+                batch_format="pyarrow",
+                compute=ActorPoolStrategy(min_size=self.pool.min, max_size=self.pool.max),
+                num_cpus=self.pool.cpus,
+                num_gpus=self.pool.gpus,
+                resources=self.pool.resources or None,
+                # ray_remote_args of the pool's actors (see ACTOR_MAX_RESTARTS / ACTOR_TASK_MAX_RETRIES)
+                max_restarts=ACTOR_MAX_RESTARTS,
+                max_task_retries=ACTOR_TASK_MAX_RETRIES,
+            )

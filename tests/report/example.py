@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zs_ray.rubrix.pull import SCHEMA
+from zs_ray.servers.pull import SCHEMA
 from zs_ray.workflow.config import EvaluateConfig
 from zs_ray.workflow.evaluate import evaluate
 

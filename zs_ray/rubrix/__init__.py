@@ -1,24 +1,24 @@
-"""Rubrix / Argilla side of zs-ray: log predictions exactly once, pull annotations back. Rubrix 0.x and
-Argilla 1.x speak the text-classification API (``client``); Argilla 2.x its ``/api/v1`` API (``argilla2``);
-the server's generation is detected, the settings and the commands are the same.
-
-Public API::
-
-    from zs_ray.rubrix import RubrixConfig, log_output, preflight, pull
-    config = RubrixConfig(rubrix_dataset="zeroshot_noticias")   # URL, key, workspace: flags > env > defaults
-    preflight(config)                             # fail early on bad settings (no writes)
-    report = log_output("predictions/", config)   # report.ok, report.summary()
-    pull(config, "annotations.parquet")
-    # a private Hugging Face Space or a proxy, over TLS with a company CA (rubrix/transport.py):
-    RubrixConfig(rubrix_dataset="zeroshot_noticias", rubrix_api_url="https://my-org-argilla.hf.space",
-                 rubrix_extra_headers={"Authorization": "Bearer hf_..."}, rubrix_ca_bundle="company-ca.pem")
-
-Ray is imported only when sending starts; the HTTP client never imports it.
+"""The old name of ``zs_ray.servers`` (it spoke Rubrix 0.x, Argilla 1.x and 2.x under one generation's name),
+kept so that existing imports work: ``from zs_ray.rubrix import RubrixConfig, log_output, preflight, pull``
+and ``zs_ray.rubrix.<module>`` (the same module objects as ``zs_ray.servers.<module>``). New code imports
+``zs_ray.servers`` and ``zs_ray.workflow.config.RubrixConfig``; nothing inside zs_ray imports this package.
 """
 
-from zs_ray.rubrix.config import RubrixConfig, ServerConfig
-from zs_ray.rubrix.connect import connect, preflight
-from zs_ray.rubrix.ingest import LogReport, log_output
-from zs_ray.rubrix.pull import PullReport, pull
+import importlib
+import sys
 
-__all__ = ["RubrixConfig", "ServerConfig", "LogReport", "PullReport", "connect", "log_output", "preflight", "pull"]
+from zs_ray.servers import LogReport, PullReport, SendConfig, ServerConfig, connect, log_output, preflight, pull
+from zs_ray.workflow.config import RubrixConfig
+
+_MODULES = ("argilla2", "argilla2_pull", "client", "connect", "ingest", "ledger", "pull", "records", "transport")
+for _name in _MODULES:  # zs_ray.rubrix.client is zs_ray.servers.client: one module, patched or read alike
+    _module = importlib.import_module(f"zs_ray.servers.{_name}")
+    sys.modules[f"{__name__}.{_name}"] = _module
+    if _name not in ("connect", "pull"):  # those two names are the functions, as before
+        globals()[_name] = _module
+del _name, _module
+
+from zs_ray.rubrix import config  # noqa: E402  (servers.config plus RubrixConfig, as before)
+
+__all__ = ["RubrixConfig", "SendConfig", "ServerConfig", "LogReport", "PullReport", "connect", "log_output",
+           "preflight", "pull"]

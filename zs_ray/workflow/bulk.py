@@ -133,7 +133,7 @@ def bulk_label(settings, server, adapter: Optional[Adapter] = None) -> BulkRepor
 def _apply(adapter, server, settings, chosen, thresholds, undo_path, report) -> None:
     from tqdm.auto import tqdm
 
-    from zs_ray.rubrix.client import RubrixError, with_retries
+    from zs_ray.servers.client import RubrixError, with_retries
 
     run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     with open(undo_path, "a", encoding="utf-8") as undo, \
@@ -167,7 +167,7 @@ def _apply(adapter, server, settings, chosen, thresholds, undo_path, report) -> 
 def _undo(adapter, server, undo_path, report) -> BulkReport:
     from tqdm.auto import tqdm
 
-    from zs_ray.rubrix.client import RubrixError, with_retries
+    from zs_ray.servers.client import RubrixError, with_retries
 
     if not os.path.exists(undo_path):
         raise ZsRayError(f"no undo file {undo_path}: nothing was applied with it (give --undo-file)")

@@ -54,7 +54,7 @@ KEEP = ("id", "inputs", "prediction", "annotation", "status", "metadata", "multi
 
 
 def _request_labels(value: Optional[dict], agent: Optional[str]) -> Optional[dict]:
-    from zs_ray.rubrix.pull import _labels
+    from zs_ray.servers.pull import _labels
 
     if value is None:
         return None
@@ -64,7 +64,7 @@ def _request_labels(value: Optional[dict], agent: Optional[str]) -> Optional[dic
 
 def request_form(r: dict) -> dict:
     """A record as read (Rubrix 0.x: as sent; Argilla 1.2+: the stored document) -> as a bulk request sends it."""
-    from zs_ray.rubrix.pull import _one
+    from zs_ray.servers.pull import _one
 
     pred, pred_agent = _one(r.get("prediction") or r.get("predictions"))
     ann, ann_agent = _one(r.get("annotation") or r.get("annotations"))
@@ -112,8 +112,8 @@ class V1Adapter:
         return {rec.id: rec for rec in map(to_rec, self.client.iter_records({"ids": list(ids)}))}
 
     def _send(self, records: list[dict]) -> None:
-        from zs_ray.rubrix import records as rec
-        from zs_ray.rubrix.client import RubrixError
+        from zs_ray.servers import records as rec
+        from zs_ray.servers.client import RubrixError
 
         answer = self.client.bulk(rec.bulk_body([json.dumps(r, ensure_ascii=False).encode() for r in records], {}))
         if answer.get("failed"):
@@ -145,7 +145,7 @@ V2_STATUS = {"Validated": "submitted", "Edited": "draft"}
 
 
 class V2Adapter:
-    """Argilla 2.x (``/api/v1``, via ``zs_ray.rubrix.argilla2``): a bulk label is a response of the key's user to
+    """Argilla 2.x (``/api/v1``, via ``zs_ray.servers.argilla2``): a bulk label is a response of the key's user to
     the ``label`` question (``POST /api/v1/me/responses/bulk``); undo deletes that response. A response always
     belongs to the key's user, so the "agent" is that user: give bulk-label the key of a user kept for it
     (e.g. one named zs-ray-bulk), never a person's own key, or its bulk labels look like that person's."""
@@ -153,8 +153,8 @@ class V2Adapter:
     replaces = True
 
     def __init__(self, config, client, info):
-        from zs_ray.rubrix import argilla2_pull as argilla2  # the 2.x reads (and its QUESTION)
-        from zs_ray.rubrix.client import with_retries
+        from zs_ray.servers import argilla2_pull as argilla2  # the 2.x reads (and its QUESTION)
+        from zs_ray.servers.client import with_retries
 
         self.config, self.client, self.a2 = config, client, argilla2
         self.session = client.argilla2
@@ -215,7 +215,7 @@ class V2Adapter:
         return out
 
     def annotate(self, recs: list[Rec], labels: dict[str, str], agent: str, status: str) -> None:
-        from zs_ray.rubrix.client import RubrixError
+        from zs_ray.servers.client import RubrixError
 
         for start in range(0, len(recs), 100):  # the server's most items per request
             items = [{"record_id": self.internal[r.id], "status": V2_STATUS[status],
@@ -237,7 +237,7 @@ class V2Adapter:
 def adapter_for(config) -> Adapter:
     """The adapter of the server at ``config``: ``V1Adapter`` for Rubrix 0.x / Argilla 1.x, ``V2Adapter`` for
     Argilla 2.x."""
-    from zs_ray.rubrix.connect import connect
+    from zs_ray.servers.connect import connect
 
     client, info, existed = connect(config)
     if not existed:

@@ -4,6 +4,10 @@
 bulk-label`` takes ``BulkLabelConfig`` + ``ServerConfig`` (the server, as for ``pull``). A field
 ``gold_column`` is the flag ``--gold-column`` and the key ``gold_column``/``gold-column`` of
 ``--config-file``; every field is checked in ``__post_init__`` (one ``ZsRayError`` line).
+
+``RubrixConfig``, what ``annotate`` and ``log`` take, is the server's ``SendConfig`` plus the round-1 sample
+(``SampleConfig``, a workflow setting): the server package never imports the workflow, the sample rule comes
+in through ``sample_rule_for``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from zs_ray.errors import ZsRayError
+from zs_ray.servers.config import SendConfig
 
 BULK_AGENT = "zs-ray-bulk"
 HUMAN_STATUSES = ["Validated"]
@@ -142,3 +147,40 @@ class BulkLabelConfig:
                     raise ZsRayError(f"invalid --threshold {part!r}: expected LABEL=SCORE with SCORE in [0, 1]")
                 values[label.strip()] = score
         return values
+
+
+@dataclass(repr=False)
+class SampleConfig:
+    """Round 1 (``zs_ray.workflow.sample``): a seeded sample marked in the records' metadata. A mixin of
+    ``RubrixConfig``; its rule reaches the server package through ``sample_rule_for``."""
+
+    sample: Optional[str] = field(default=None, metadata=_help(
+        "Mark a seeded random sample in the records' metadata (sample: round-1): N records, or P%% of them; "
+        "the same records on every re-run, a superset for a larger N (see docs/workflow.md)."))
+    sample_seed: int = field(default=0, metadata=_help("Seed of --sample."))
+    sample_by_label: bool = field(default=False, metadata=_help(
+        "Stratify --sample N by predicted label (N shared evenly over the labels); annotate then logs once "
+        "the predictions are written, not while."))
+    sample_name: str = field(default="round-1", metadata=_help("Metadata value that marks the sample."))
+    # The rule, once decided (before the first record is sent); not a flag.
+    sample_rule: Optional[object] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        from zs_ray.workflow.sample import check_sample_settings
+
+        check_sample_settings(self)
+
+    def sample_rule_for(self, out):
+        """The rule of the ``sample`` settings over a complete output's rows (``sample.rule_for_output``)."""
+        from zs_ray.workflow.sample import rule_for_output
+
+        return rule_for_output(self, out)
+
+
+@dataclass(repr=False)
+class RubrixConfig(SampleConfig, SendConfig):
+    """What ``annotate`` and ``log`` take: the server (``ServerConfig``), how records are built and sent
+    (``SendConfig``) and the round-1 sample (``SampleConfig``). Its ``repr`` leaves the secrets out."""

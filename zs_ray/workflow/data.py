@@ -1,7 +1,7 @@
 """The inputs of evaluate and thresholds, read into one shape: per record its id, predicted (top) label and
 score, and its human label (None where it has none that counts).
 
-* A ``zs-ray pull`` file (``zs_ray.rubrix.pull.SCHEMA``): the prediction is the top-scored of
+* A ``zs-ray pull`` file (``zs_ray.servers.pull.SCHEMA``): the prediction is the top-scored of
   ``prediction_labels``/``prediction_scores`` (the server's order is not the score order on every
   generation); a record counts as human-labelled when it has an annotation with one label, a status in
   ``statuses`` (default Validated) and an annotation agent not in ``exclude_agents`` (default the bulk

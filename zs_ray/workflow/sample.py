@@ -41,9 +41,9 @@ from typing import Iterable, Optional
 import numpy as np
 
 from zs_ray.errors import ZsRayError
+from zs_ray.servers.config import SAMPLE_KEY, dataset_names  # noqa: F401  (SAMPLE_KEY: the mark, re-exported)
 
 log = logging.getLogger(__name__)
-SAMPLE_KEY = "sample"  # the metadata key of the mark (Argilla 2.x: a terms metadata property of this name)
 
 
 def sample_key(seed: int, rid: str) -> float:
@@ -206,8 +206,6 @@ def resolve_for_plan(config, plans) -> None:
     dataset (the stratified one waits for the predictions: ``live_logging_allowed`` is False for it)."""
     if getattr(config, "sample", None) in (None, "") or config.sample_by_label:
         return
-    from zs_ray.logstage import dataset_names
-
     plans = plans if isinstance(plans, (list, tuple)) else [plans]
     by_config: dict = {}
     for p in plans:
@@ -228,7 +226,7 @@ def live_logging_allowed(config) -> bool:
 
 
 def check_sample_settings(config) -> None:
-    """For ``RubrixConfig.__post_init__``: one-line errors for bad sample settings."""
+    """For ``SampleConfig.__post_init__`` (``workflow.config``): one-line errors for bad sample settings."""
     if config.sample in (None, ""):
         config.sample = None
         return

@@ -39,14 +39,12 @@ import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import Output, open_output
-from zs_ray.rubrix import argilla2
-from zs_ray.rubrix import records as rec
-from zs_ray.rubrix import transport
-from zs_ray.rubrix.client import RubrixClient, RubrixError, with_retries
-from zs_ray.rubrix.config import RubrixConfig
-from zs_ray.rubrix.connect import connect
-from zs_ray.rubrix.ledger import Ledger, default_path
-from zs_ray.workflow.sample import rule_for_output
+from zs_ray.servers import argilla2
+from zs_ray.servers import records as rec
+from zs_ray.servers.client import RubrixClient, RubrixError, client_for, with_retries
+from zs_ray.servers.config import SendConfig
+from zs_ray.servers.connect import connect
+from zs_ray.servers.ledger import Ledger, default_path
 
 log = logging.getLogger(__name__)
 SENDER_CPUS = 0.25  # Ray CPU request of one sender task: it waits on the network
@@ -100,23 +98,13 @@ class Chunk:
 # ---------------------------------------------------------------------------------------------
 # Sender: runs in a Ray task, one chunk per call.
 # ---------------------------------------------------------------------------------------------
-_CLIENTS: dict[tuple, RubrixClient] = {}
-
-
-def _client_for(config: RubrixConfig) -> RubrixClient:
-    k = (config.rubrix_workspace, config.rubrix_dataset, config.rubrix_timeout, transport.fingerprint(config))
-    if k not in _CLIENTS:  # one keep-alive session per worker process, reused across tasks
-        _CLIENTS[k] = RubrixClient(config)
-    return _CLIENTS[k]
-
-
-def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes]) -> dict:
+def send_chunk(config: SendConfig, ids: list[str], encoded: list[bytes]) -> dict:
     """Deliver one chunk so that the server ends up holding every id exactly once.
 
     Returns ``{"sent", "present", "failed", "error", "status", "cpu_s"}`` (lists of ids).
     """
     cpu0 = time.process_time()
-    client = _client_for(config)
+    client = client_for(config)
     out = {"sent": [], "present": [], "failed": [], "error": None, "status": None}
     todo = dict(zip(ids, encoded))
 
@@ -144,7 +132,7 @@ def send_chunk(config: RubrixConfig, ids: list[str], encoded: list[bytes]) -> di
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
-def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, ledger: Ledger,
+def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: SendConfig, ledger: Ledger,
             report: LogReport, dropped: Counter, encode=rec.encode,
             chunk_size: int | None = None) -> Iterator[Chunk]:
     run = uuid.uuid4().hex[:8]
@@ -189,7 +177,7 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: RubrixConfig, le
         yield cut()
 
 
-def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> LogReport:
+def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogReport:
     """Log every predicted row of the job output ``output`` (a path or URI, or an ``Output`` already open:
     the job's files so far, while it runs) to ``config.rubrix_dataset``; safe to run again.
 
@@ -204,7 +192,7 @@ def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> Lo
     agent = config.rubrix_agent or out.manifest.get("model") or ""
     spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields,
                                    agent[:rec.MAX_AGENT] if len(agent) > rec.MAX_AGENT else config.rubrix_agent,
-                                   sample=rule_for_output(config, out))  # --sample: decided before any send
+                                   sample=config.sample_rule_for(out))  # --sample: decided before any send
     for w in warnings:
         log.warning(w)
     client, info, existed = connect(config)
@@ -247,10 +235,8 @@ def log_output(output: "str | os.PathLike | Output", config: RubrixConfig) -> Lo
     return report
 
 
-def _prepare_v2(client: RubrixClient, config: RubrixConfig, out: Output, spec: rec.RecordSpec, agent: str):
+def _prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str):
     """Argilla 2.x: the dataset created, set up and published (or checked) before any chunk."""
-    from zs_ray.workflow.sample import SAMPLE_KEY
-
     agent = argilla2.sanitise_agent(agent)
     labels = out.labels
     if not labels:
@@ -258,7 +244,7 @@ def _prepare_v2(client: RubrixClient, config: RubrixConfig, out: Output, spec: r
                          "label question's options")
     meta = argilla2.metadata_types(out.dataset, spec.metadata_fields)
     if spec.sample is not None:
-        meta[SAMPLE_KEY] = "terms"
+        meta[rec.SAMPLE_KEY] = "terms"
     facts = {k: out.manifest.get(k) for k in ("model", "hypothesis_template", "multi_label") if k in out.manifest}
     try:
         return argilla2.prepare(client, config, client.argilla2, labels, spec.multi_label, agent, meta, facts)
@@ -266,7 +252,7 @@ def _prepare_v2(client: RubrixClient, config: RubrixConfig, out: Output, spec: r
         raise ZsRayError(f"cannot set up dataset {config.rubrix_dataset}: {exc}") from None
 
 
-def _send_all(chunks: Iterator[Chunk], config: RubrixConfig, ledger: Ledger, report: LogReport,
+def _send_all(chunks: Iterator[Chunk], config: SendConfig, ledger: Ledger, report: LogReport,
               expected: int, sender_fn=send_chunk, args: tuple = ()) -> None:
     """Feed chunks to Ray sender tasks, never more than ``senders`` in flight, with a progress bar.
 

@@ -30,7 +30,7 @@ import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import ADDED_COLUMNS
-from zs_ray.workflow.sample import SAMPLE_KEY
+from zs_ray.servers.config import SAMPLE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RecordSpec:
     multi_label: bool
     agent: str
     metadata_fields: tuple[str, ...]
-    sample: object = None  # a zs_ray.workflow.sample.SampleRule: its records get metadata {"sample": name}
+    sample: object = None  # a sample rule (SendConfig.sample_rule_for): its records get metadata {"sample": name}
 
 
 def check_label(label: str, where: str) -> None:

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.client import RubrixError
-from zs_ray.rubrix.config import ServerConfig
-from zs_ray.rubrix.connect import connect
+from zs_ray.servers.client import RubrixError
+from zs_ray.servers.config import ServerConfig
+from zs_ray.servers.connect import connect
 
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -128,7 +128,7 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
                 tqdm(unit="rec", desc=f"pull {config.rubrix_dataset}", disable=None) as bar:
             rows: list[dict] = []
             if info.generation == "argilla2":  # the /api/v1 records, mapped to the same rows
-                from zs_ray.rubrix import argilla2_pull
+                from zs_ray.servers import argilla2_pull
 
                 source = argilla2_pull.pull_rows(client, config, client.argilla2, (query or {}).get("status"), page_size)
             else:

@@ -4,8 +4,8 @@ whether the dataset exists. Everything the user can get wrong fails here, as one
 from __future__ import annotations
 
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.client import TASK, RubrixClient, RubrixError, ServerInfo, with_retries
-from zs_ray.rubrix.config import ServerConfig
+from zs_ray.servers.client import TASK, RubrixClient, RubrixError, ServerInfo, with_retries
+from zs_ray.servers.config import ServerConfig
 
 
 def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
@@ -20,7 +20,7 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     try:
         info = with_retries(config, client.info)
         if info.generation == "argilla2":  # the /api/v1 API: key, workspace and dataset checked there
-            from zs_ray.rubrix import argilla2
+            from zs_ray.servers import argilla2
 
             client.argilla2 = argilla2.open_session(client, config)
             return client, info, client.argilla2.dataset is not None

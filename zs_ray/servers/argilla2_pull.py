@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.argilla2 import PAGE_MAX, QUESTION, TEXT_FIELD, Session
-from zs_ray.rubrix.client import RubrixClient, RubrixError, with_retries
-from zs_ray.rubrix.config import ServerConfig
+from zs_ray.servers.argilla2 import PAGE_MAX, QUESTION, TEXT_FIELD, Session
+from zs_ray.servers.client import RubrixClient, RubrixError, with_retries
+from zs_ray.servers.config import ServerConfig
 
 # 1.x's status names for a record's response status on 2.x (pull writes the same schema as on 1.x).
 STATUS_FROM_V2 = {"submitted": "Validated", "draft": "Edited", "discarded": "Discarded"}

@@ -37,8 +37,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix.client import RubrixClient, RubrixError, with_retries
-from zs_ray.rubrix.config import RubrixConfig, ServerConfig
+from zs_ray.servers.client import RubrixClient, RubrixError, client_for, with_retries
+from zs_ray.servers.config import SendConfig, ServerConfig
 
 TEXT_FIELD = "text"
 QUESTION = "label"
@@ -184,7 +184,7 @@ def check_labels(labels: list[str]) -> None:
             raise ZsRayError(f"label {label[:40]!r} must be 1-{OPTION_MAX} characters on Argilla 2.x")
 
 
-def prepare(client: RubrixClient, config: RubrixConfig, session: Session, labels: list[str], multi_label: bool,
+def prepare(client: RubrixClient, config: SendConfig, session: Session, labels: list[str], multi_label: bool,
             agent: str, meta_types: dict[str, str], dataset_metadata: dict | None = None) -> Target:
     """The dataset ready to take records: created, set up and published the first time (a draft left by a
     crash is completed); an existing one checked against ``labels`` and the question type (refused, one line,
@@ -256,13 +256,11 @@ def prepare(client: RubrixClient, config: RubrixConfig, session: Session, labels
 # ---------------------------------------------------------------------------------------------
 # Sender: runs in a Ray task (see ``ingest._send_all``), one chunk per call
 # ---------------------------------------------------------------------------------------------
-def send_chunk(config: RubrixConfig, dataset_id: str, ids: list[str], encoded: list[bytes]) -> dict:
+def send_chunk(config: SendConfig, dataset_id: str, ids: list[str], encoded: list[bytes]) -> dict:
     """Upsert one chunk (a bulk PUT by external_id; re-sending it is harmless, see the module doc), retried
     on a 5xx or transport error. Returns what ``ingest.send_chunk`` returns."""
-    from zs_ray.rubrix.ingest import _client_for
-
     cpu0 = time.process_time()
-    client = _client_for(config)
+    client = client_for(config)
     out = {"sent": [], "present": [], "failed": [], "error": None, "status": None}
     body = bulk_body(encoded)
     try:

@@ -24,8 +24,8 @@ from typing import Callable, Iterator, TypeVar
 import requests
 
 from zs_ray.errors import ZsRayError
-from zs_ray.rubrix import transport
-from zs_ray.rubrix.config import ServerConfig
+from zs_ray.servers import transport
+from zs_ray.servers.config import ServerConfig
 
 TASK = "TextClassification"
 ARGILLA_PAGE_MAX = 1000
@@ -58,7 +58,7 @@ class RubrixError(ZsRayError):
 
 @dataclass(frozen=True)
 class ServerInfo:
-    generation: str  # "rubrix" (0.x), "argilla" (1.x) or "argilla2" (2.x: the /api/v1 API, zs_ray.rubrix.argilla2)
+    generation: str  # "rubrix" (0.x), "argilla" (1.x) or "argilla2" (2.x: the /api/v1 API, zs_ray.servers.argilla2)
     version: str
 
     @property
@@ -321,3 +321,15 @@ class RubrixClient:
             if not exc.not_found:
                 raise
         return found & set(ids)
+
+
+_CLIENTS: dict[tuple, RubrixClient] = {}
+
+
+def client_for(config: ServerConfig) -> RubrixClient:
+    """The sender tasks' client (1.x ``ingest.send_chunk`` and 2.x ``argilla2.send_chunk``): one keep-alive
+    session per worker process and server settings, reused across tasks."""
+    k = (config.rubrix_workspace, config.rubrix_dataset, config.rubrix_timeout, transport.fingerprint(config))
+    if k not in _CLIENTS:
+        _CLIENTS[k] = RubrixClient(config)
+    return _CLIENTS[k]
