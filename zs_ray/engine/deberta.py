@@ -216,7 +216,7 @@ def first_token_last_layer(model):
         return None
     last = layers[-1]
     fast_cls, first_cls = _modules()
-    if type(getattr(getattr(last, "attention", None), "self", None)).__name__ != fast_cls.__name__:
+    if not isinstance(getattr(getattr(last, "attention", None), "self", None), fast_cls):
         return None
     layers[-1] = first_cls(last, last.attention.self)
 

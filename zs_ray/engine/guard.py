@@ -54,12 +54,16 @@ def difference(reference: np.ndarray, got: np.ndarray, exact: bool = False) -> f
     return float(diff.max() if exact else diff.mean())
 
 
+class GuardFailed(ZsRayError):
+    """A mode's probe logits fall outside its bound: the mode must not serve this model here."""
+
+
 def check(mode: str, reference: np.ndarray, got: np.ndarray, model: str) -> float:
     """Raise the one-line error of a mode whose probe logits fall outside its bound; return the difference."""
     diff = difference(reference, got, exact=mode == "fp32")
     bound = GUARD_BOUNDS[mode]
     if not diff <= bound:
-        raise ZsRayError(f"--precision {mode} is not faithful for model {model!r} here: on a probe batch its "
+        raise GuardFailed(f"--precision {mode} is not faithful for model {model!r} here: on a probe batch its "
                          f"class probabilities differ from fp32 by {diff:.2g} (bound {bound:g}); "
                          "choose fp32 or auto")
     return diff

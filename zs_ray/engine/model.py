@@ -81,8 +81,8 @@ class NliScorer:
         self.pin = torch.device(self.device).type == "cuda"
         try:
             self._load(resolve_precision(precision, self.device))
-        except ZsRayError as exc:
-            if self.asked != "auto" or "not faithful" not in str(exc):
+        except guard.GuardFailed as exc:
+            if self.asked != "auto":
                 raise
             # auto's mode failed the guard here (e.g. a store measured by an older zs-ray): fp32 serves.
             log.warning("precision auto: %s; running fp32", exc)

@@ -43,6 +43,21 @@ class _PairTemplate:
     tail_types: Optional[tuple]
 
 
+def load_tokenizer(model: str):
+    """(tokenizer, the length it truncates at, whether it makes token type ids) of a model, with a one-line
+    error when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise ZsRayError(f"tokenizer of model {model!r} not found or not loadable: {exc}") from None
+    max_length = tokenizer.model_max_length
+    if not max_length or max_length > 100_000:  # tokenizers without a limit report a huge number
+        max_length = 512
+    return tokenizer, max_length, "token_type_ids" in tokenizer.model_input_names
+
+
 class PairEncoder:
     """Tokenizes (premise, hypothesis) pairs exactly as the zero-shot pipeline does
     (``tokenizer(premises, hypotheses, truncation="only_first", max_length=model_max_length)``).
@@ -58,18 +73,9 @@ class PairEncoder:
     PROBE_TEXTS = 4  # real texts checked against the tokenizer's own pair encoding on the first call
 
     def __init__(self, model: str, candidate_labels: Sequence[str], hypothesis_template: str):
-        from transformers import AutoTokenizer
-
         self.labels = parse_labels(candidate_labels)
         self.hypotheses = [check_template(hypothesis_template).format(label) for label in self.labels]
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-        except (OSError, ValueError) as exc:
-            raise ZsRayError(f"tokenizer of model {model!r} not found or not loadable: {exc}") from None
-        self.max_length = self.tokenizer.model_max_length
-        if not self.max_length or self.max_length > 100_000:  # tokenizers without a limit report a huge number
-            self.max_length = 512
-        self.with_types = "token_type_ids" in self.tokenizer.model_input_names
+        self.tokenizer, self.max_length, self.with_types = load_tokenizer(model)
         hyp_ids = self._single(self.hypotheses)
         self._check_room(hyp_ids)
         self.template = self._learn_template(hyp_ids)

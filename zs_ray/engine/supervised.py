@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from zs_ray.engine.nli import nli_labels
-from zs_ray.engine.pairs import Pairs
+from zs_ray.engine.pairs import Pairs, load_tokenizer
 from zs_ray.errors import ZsRayError
 
 NLI, CLASSIFIER = "nli", "classifier"
@@ -99,16 +99,7 @@ class TextEncoder:
     (``tokenizer(text, truncation=True, max_length=model_max_length)``): ``Pairs`` with one per text."""
 
     def __init__(self, model: str):
-        from transformers import AutoTokenizer
-
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-        except (OSError, ValueError) as exc:
-            raise ZsRayError(f"tokenizer of model {model!r} not found or not loadable: {exc}") from None
-        self.max_length = self.tokenizer.model_max_length
-        if not self.max_length or self.max_length > 100_000:  # tokenizers without a limit report a huge number
-            self.max_length = 512
-        self.with_types = "token_type_ids" in self.tokenizer.model_input_names
+        self.tokenizer, self.max_length, self.with_types = load_tokenizer(model)
 
     def encode(self, texts: Sequence[str]) -> Pairs:
         texts = list(texts)
