@@ -126,3 +126,18 @@ def test_annotate_marks_the_same_sample_as_log(tmp_path, mlsum_dir, nli_model, r
     with RubrixTestServer("rubrix-0.18") as srv:
         assert log_output(out, RubrixConfig(**{**cfg, "rubrix_api_url": srv.url})).ok
         assert {i for i, r in srv.records(DS).items() if r["metadata"].get(SAMPLE_KEY)} == live
+
+
+def test_uncertainty_margin_and_entropy_single_and_multi_label():
+    import math
+
+    from zs_ray.output import uncertainty
+
+    margins, entropies = uncertainty([[0.7, 0.2, 0.1], [0.5, 0.5], None, [1.0], [1.0, 0.0, 0.0]], multi_label=False)
+    assert margins[:2] == [pytest.approx(0.5), pytest.approx(0.0)] and margins[2] is None and margins[3] == 1.0
+    assert entropies[1] == pytest.approx(1.0) and entropies[4] == pytest.approx(0.0) and entropies[2] is None
+    expected = -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)) / math.log(3)
+    assert entropies[0] == pytest.approx(expected)
+    margins, entropies = uncertainty([[0.9, 0.6, 0.1], [0.5, 0.5]], multi_label=True)
+    assert margins == [pytest.approx(0.2), pytest.approx(0.0)]
+    assert entropies[1] == pytest.approx(1.0) and 0 < entropies[0] < 1

@@ -53,6 +53,39 @@ def prediction_table(labels: Sequence[Optional[list]], scores: Sequence[Optional
     )
 
 
+def uncertainty(scores: Sequence[Optional[Sequence[float]]], multi_label: bool) -> tuple[list, list]:
+    """Each row's ``(margin, entropy)`` from its ranked ``scores`` (None for a row without a prediction): the
+    one definition the round-2 queue (``--sample-by``) and the server metadata share.
+
+    Single-label (scores sum to 1): margin = first - second score (1.0 with one label); entropy = the Shannon
+    entropy of the distribution divided by log(number of labels), in [0, 1]. Multi-label (independent scores):
+    margin = the smallest ``|2 s - 1|`` over the labels (how far the least certain label is from its 0.5
+    decision); entropy = the mean binary entropy of the labels in bits, in [0, 1]. Low margin / high entropy:
+    a person's label teaches the most.
+    """
+    import numpy as np
+
+    margins: list = []
+    entropies: list = []
+    for row in scores:
+        if not row:
+            margins.append(None)
+            entropies.append(None)
+            continue
+        s = np.clip(np.asarray(row, dtype=np.float64), 0.0, 1.0)
+        if multi_label:
+            margins.append(float(np.min(np.abs(2.0 * s - 1.0))))
+            q = np.clip(s, 1e-12, 1 - 1e-12)
+            entropies.append(float(np.mean(-(q * np.log2(q) + (1 - q) * np.log2(1 - q)))))
+        else:
+            ranked = np.sort(s)[::-1]
+            margins.append(float(ranked[0] - ranked[1]) if len(ranked) > 1 else 1.0)
+            p = s[s > 0]
+            h = float(-(p * np.log(p)).sum())
+            entropies.append(h / float(np.log(len(s))) if len(s) > 1 else 0.0)
+    return margins, entropies
+
+
 def config_runs(batch: pa.Table):
     """(config, rows) of each run of consecutive rows of one config in ``batch``, in order (one run, config
     None, without a config column). Rows come config by config, so a batch holds one run, or two at a border."""
