@@ -198,7 +198,8 @@ def test_the_workflow_end_to_end(tmp_path, capsys):
         assert promised > 0 and all(r["threshold"] is None or r["threshold"] >= 0.3 for r in result["labels"].values())
         base = ["--rubrix-dataset", DS, "--rubrix-api-url", srv.url, "--rubrix-workspace", "rubrix",
                 "--undo-file", str(tmp_path / "u.jsonl")]
-        assert main(["bulk-label", "--thresholds", str(tmp_path / "t.json"), "--apply", *base]) == 0
+        # (--audit-size 0: no audit sample kept out, so every record promised is bulk-labelled)
+        assert main(["bulk-label", "--thresholds", str(tmp_path / "t.json"), "--apply", "--audit-size", "0", *base]) == 0
         assert f"annotated {promised} records" in capsys.readouterr().out
         assert sum(r.get("annotation", {}).get("agent") == "zs-ray-bulk" for r in srv.records(DS).values()) == promised
         pull(cfg, tmp_path / "r2.parquet")

@@ -32,6 +32,7 @@ DESCRIPTIONS = {
     "evaluate": "score the predictions against human (pulled) or gold labels: metrics.json + report.html",
     "thresholds": "per label, the lowest score threshold whose precision reaches a target (lower bound)",
     "bulk-label": "annotate the records above per-label thresholds on the server (dry run; --apply, --undo)",
+    "audit": "the people's answers on bulk-label's audit sample: realised precision per label (--undo-failing)",
 }
 
 
@@ -169,8 +170,19 @@ def run_bulk_label(settings, server) -> int:
     return 0 if report.ok else 1
 
 
+def run_audit(settings, server) -> int:
+    from zs_ray.workflow.audit import run_audit as audit, table
+
+    result = audit(settings, server)
+    if settings.output == "-":
+        print(json.dumps(result, indent=2, ensure_ascii=False), flush=True)
+    else:
+        print(table(result, settings.output), flush=True)
+    return 1 if (result.get("undo_failing") or {}).get("not_restored") else 0
+
+
 RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
-           "thresholds": run_thresholds, "bulk-label": run_bulk_label}
+           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "audit": run_audit}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -13,6 +13,8 @@ from zs_ray.errors import ZsRayError
 
 UNTOUCHED_STATUSES = (None, "Default")
 BULK_AGENT_HINT = "the bulk agent (zs-ray-bulk)"
+# The metadata that marks a record of the audit sample (``audit``): kept for a person, never bulk-labelled.
+AUDIT_KEY, AUDIT_VALUE = "zs_ray_audit", "audit"
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Rec:
     annotation_labels: Optional[list]
     status: Optional[str]
     state: dict  # the record as a request would send it (what undo puts back)
+    audit: Optional[str] = None  # its audit mark (metadata ``zs_ray_audit``), if any
 
     @property
     def untouched(self) -> bool:
@@ -45,6 +48,7 @@ class Adapter(Protocol):
     def can_restore(self) -> Optional[str]: ...
     def author(self, agent: str) -> str: ...
     def restore(self, states: list[dict]) -> None: ...
+    def mark(self, recs: list[Rec], value: str) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,7 +92,8 @@ def to_rec(r: dict) -> Rec:
         label, score = best["class"], float(best["score"])
     ann = state.get("annotation")
     return Rec(state["id"], label, score, ann is not None, ann and ann.get("agent"),
-               ann and [x["class"] for x in ann["labels"]], state.get("status"), state)
+               ann and [x["class"] for x in ann["labels"]], state.get("status"), state,
+               (state.get("metadata") or {}).get(AUDIT_KEY))
 
 
 class V1Adapter:
@@ -136,6 +141,10 @@ class V1Adapter:
 
     def restore(self, states: list[dict]) -> None:
         self._send(states)  # a replacing server stores exactly the state sent
+
+    def mark(self, recs: list[Rec], value: str) -> None:
+        """The audit mark: the record as read, with the metadata ``zs_ray_audit`` added (nothing else changes)."""
+        self._send([{**r.state, "metadata": {**(r.state.get("metadata") or {}), AUDIT_KEY: value}} for r in recs])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -188,13 +197,14 @@ class V2Adapter:
         responses = sorted(({"user": self.names.get(str(x.get("user_id")), str(x.get("user_id"))),
                              "status": x.get("status"), "values": x.get("values")}
                             for x in r.get("responses") or []), key=lambda x: (x["user"], str(x["status"])))
-        state = {"id": row["id"], "record_id": str(r["id"]), "responses": responses}
+        metadata = r.get("metadata") or {}
+        state = {"id": row["id"], "record_id": str(r["id"]), "responses": responses, "metadata": metadata}
         label, score = None, float("nan")
         if row["prediction_labels"]:
             label, score = row["prediction_labels"][0], (row["prediction_scores"] or [float("nan")])[0]
         status = row["status"] if responses else "Default"
         return Rec(row["id"], label, float(score), bool(responses), row["annotation_agent"],
-                   row["annotation_labels"], status, state)
+                   row["annotation_labels"], status, state, metadata.get(AUDIT_KEY))
 
     def read_all(self) -> Iterator[Rec]:
         for r in self.a2.iter_records(self.client, self.config, self.session.dataset["id"]):
@@ -226,12 +236,33 @@ class V2Adapter:
                 raise RubrixError(f"{len(errors)} responses refused: {errors[0]}", status=422)
 
     def restore(self, states: list[dict]) -> None:
-        # Undo puts back only records whose responses were none but ours: delete this user's response.
+        # Undo puts back only records whose responses were none but ours: delete this user's response, and
+        # put the metadata back (an audit mark) where it differs.
         for s in states:
             r = self.client.request("GET", f"/api/v1/records/{s['record_id']}").json()
             for x in r.get("responses") or []:
                 if str(x.get("user_id")) == str(self.user["id"]):
                     self.client.request("DELETE", f"/api/v1/responses/{x['id']}")
+            if "metadata" in s and (r.get("metadata") or {}) != s["metadata"]:
+                self.client.request("PATCH", f"/api/v1/records/{s['record_id']}", json_body={"metadata": s["metadata"]})
+
+    def mark(self, recs: list[Rec], value: str) -> None:
+        """The audit mark: the metadata ``zs_ray_audit`` (a terms property, made once, visible to annotators, so
+        they can filter on it) added to the record; it stays pending, with its suggestion."""
+        from zs_ray.servers.client import RubrixError
+
+        if recs and not getattr(self, "_audit_property", False):
+            try:
+                self.client.request("POST", f"/api/v1/datasets/{self.session.dataset['id']}/metadata-properties",
+                                    ok=(201,), json_body={"name": AUDIT_KEY, "title": "zs-ray audit",
+                                                          "settings": {"type": "terms"}, "visible_for_annotators": True})
+            except RubrixError as exc:
+                if exc.status != 409:  # made already
+                    raise
+            self._audit_property = True
+        for r in recs:
+            self.client.request("PATCH", f"/api/v1/records/{self.internal[r.id]}",
+                                json_body={"metadata": {**r.state["metadata"], AUDIT_KEY: value}})
 
 
 def adapter_for(config) -> Adapter:

@@ -104,8 +104,21 @@ class BulkLabelConfig:
     status: Literal["Validated", "Edited"] = field(default="Validated", metadata=_help(
         "Status of a bulk-labelled record (Validated: out of the annotators' queue)."))
     chunk_size: int = field(default=200, metadata=_help("Records per bulk request."))
+    audit_size: Optional[int] = field(default=None, metadata=_help(
+        "Records per label kept out of the bulk labels and marked for a person's audit (metadata zs_ray_audit); "
+        "default: sized from the thresholds file (see --audit-power); 0: no audit."))
+    audit_seed: int = field(default=0, metadata=_help("Seed of the audit sample (the same records on every run)."))
+    audit_power: float = field(default=0.8, metadata=_help(
+        "The audit is sized so that, if a label's precision is what `zs-ray thresholds` estimated, its audit "
+        "passes with at least this probability; in (0, 1)."))
 
     def __post_init__(self) -> None:
+        if self.audit_size is not None and self.audit_size < 0:
+            raise ZsRayError("--audit-size must be >= 0")
+        if not (isinstance(self.audit_power, (int, float)) and 0 < self.audit_power < 1):
+            raise ZsRayError(f"--audit-power must be in (0, 1), got {self.audit_power}")
+        if self.audit_size and not self.thresholds:
+            raise ZsRayError("--audit-size needs --thresholds FILE: its target precision and confidence judge the audit")
         if self.apply and self.undo:
             raise ZsRayError("choose one of --apply and --undo")
         if self.apply or self.undo:
@@ -147,6 +160,41 @@ class BulkLabelConfig:
                     raise ZsRayError(f"invalid --threshold {part!r}: expected LABEL=SCORE with SCORE in [0, 1]")
                 values[label.strip()] = score
         return values
+
+    def audit_basis(self) -> Optional[dict]:
+        """What the audit is sized and judged by, from the thresholds file: its target precision and
+        confidence, and each label's estimated precision at its threshold (labels whose threshold
+        --threshold overrides have none); None without a file that states them."""
+        import json
+
+        if not self.thresholds or self.audit_size == 0:
+            return None
+        with open(self.thresholds, encoding="utf-8") as fh:  # read (and checked) by threshold_values first
+            data = json.load(fh)
+        if not isinstance(data.get("target_precision"), (int, float)) or not isinstance(data.get("confidence"),
+                                                                                          (int, float)):
+            return None
+        overridden = {str(p).rpartition("=")[0].strip() for item in self.threshold or [] for p in str(item).split(",")}
+        precision = {k: v.get("precision") for k, v in data["labels"].items()
+                     if isinstance(v, dict) and v.get("threshold") is not None and k not in overridden}
+        return {"target": float(data["target_precision"]), "confidence": float(data["confidence"]),
+                "precision": precision}
+
+
+@dataclass
+class AuditConfig:
+    """``zs-ray audit``: the people's answers on the audit sample of ``bulk-label --apply`` -> each label's realised
+    precision and its lower bound against the target; ``--undo-failing`` takes back the failing labels' bulk labels."""
+
+    undo_file: Optional[str] = field(default=None, metadata=_help(
+        "The undo file of `bulk-label --apply` (default: zs-ray-bulk-<dataset>.undo.jsonl): which records were "
+        "bulk-labelled and which marked for audit."))
+    output: Optional[str] = field(default=None, metadata=_help(
+        "JSON file to write (audit.json); - prints the JSON instead of the table."))
+    undo_failing: bool = field(default=False, metadata=_help(
+        "Take back exactly the bulk labels of the labels that fail (never a record a person changed)."))
+    status: list[str] = field(default_factory=lambda: list(HUMAN_STATUSES), metadata=_help(
+        "The statuses whose annotations count as a person's answer."))
 
 
 @dataclass(repr=False)
