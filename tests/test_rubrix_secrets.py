@@ -67,6 +67,9 @@ def test_no_secret_in_any_output(which, request, tmp_path, monkeypatch, capfd, c
     front = env["front"]
     out = tmp_path / "out"
     make_output(out, 40)
+    journal = tmp_path / "audit.undo.jsonl"  # an apply's undo file with one audit mark: audit then reads the server
+    journal.write_text(json.dumps({"run": "r", "id": "es-test-000000", "before": {}, "label": "política",
+                                   "audit": "audit", "target": 0.9, "confidence": 0.95}) + "\n")
     secrets, said = [], []
     for i, path in enumerate(PATHS):
         tag = uuid.uuid4().hex[:12]
@@ -90,6 +93,7 @@ def test_no_secret_in_any_output(which, request, tmp_path, monkeypatch, capfd, c
                      "no-such-dataset" if bad else ds],
             "bulk-label": ["bulk-label", "--threshold", "política=0.5", "--apply", "--rubrix-dataset",
                            "no-such-dataset" if bad else ds],
+            "audit": ["audit", "--undo-file", str(journal), "--rubrix-dataset", "no-such-dataset" if bad else ds],
         }
         if path == "5xx":  # annotate would pass its checks and run the whole job: its failures are the same
             runs.pop("annotate")

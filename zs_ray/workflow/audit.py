@@ -68,7 +68,7 @@ def judge(label: str, recs: dict, entries: dict, statuses: set, agents: set) -> 
     k, c = len(answers), sum(a == [label] for a in answers)
     worst, best = (float(x) for x in lower_bound([c, c + n - k], [n, n], confidence))
     status = "pass" if worst >= target else "fail" if best < target else f"not enough answers ({k} of {n})"
-    return {"audited": n, "answered": k, "correct": c, "precision": c / k if k else None,
+    return {"audited": n, "answered": k, "correct": c, "missing": sum(i not in recs for i in entries), "precision": c / k if k else None,
             "lower_bound": float(lower_bound(c, k, confidence)) if k else 0.0, "target": target,
             "confidence": confidence, "status": status}
 

@@ -212,9 +212,9 @@ class V2Adapter:
 
     def read(self, ids: list[str]) -> dict[str, Rec]:
         if any(i not in self.internal for i in ids) and not self._listed:  # (undo): learn the record ids once
-            self._listed = True
             for _ in self.read_all():
                 pass
+            self._listed = True  # (only once the listing is complete: a failed one is tried again)
         out = {}
         for i in ids:
             rid = self.internal.get(i)
