@@ -176,17 +176,18 @@ def test_audit_and_undo_failing_on_argilla_2(tmp_path, argilla2, capsys):
     bulk_ids = {i for i, (resp, _) in applied.items() if resp and resp[0][0] == bot["id"]}
     assert bulk_ids == set().union(*cand.values()) - marked
 
-    wrong = labels[0]
+    wrong, right, waiting = labels  # 3 of 4 answers wrong; all 4 right; 3 of 4 answered, right
     other = next(x for x in ["política", "economía", "cultura", "sociedad", "deportes", "tecnología"] if x != wrong)
     for lab in labels:
         for j, i in enumerate(sorted(marked & cand[lab])):
-            value = other if lab == wrong and j < 3 else lab
-            srv.respond(recs[i]["id"], {"label": {"value": value}}, "submitted", eva["api_key"])
+            if lab != waiting or j < 3:
+                value = other if lab == wrong and j < 3 else lab
+                srv.respond(recs[i]["id"], {"label": {"value": value}}, "submitted", eva["api_key"])
     people = state()
     assert main(["audit", *base, "--undo-failing", "--output", str(tmp_path / "audit.json")]) == 0
     result = json.loads((tmp_path / "audit.json").read_text())
     assert {lab: r["status"] for lab, r in result["labels"].items()} == {
-        lab: "fail" if lab == wrong else "pass" for lab in labels}
+        wrong: "fail", right: "pass", waiting: "not enough answers (3 of 4)"}
     assert result["undo_failing"]["restored"] == len(cand[wrong]) - 4
     now = state()
     changed = {i for i in now if now[i] != people[i]}
@@ -195,3 +196,7 @@ def test_audit_and_undo_failing_on_argilla_2(tmp_path, argilla2, capsys):
     assert main(["audit", *base, "--undo-failing"]) == 0 and state() == now  # again: nothing left to take back
     props = srv.api("GET", f"/api/v1/me/datasets/{did}/metadata-properties")["items"]
     assert any(p["name"] == MARK and p["settings"]["type"] == "terms" and p["visible_for_annotators"] for p in props)
+    # the full undo: the other bulk responses and the one mark nobody answered go; the answers stay
+    assert main(["bulk-label", "--undo", *base]) == 0
+    answered = {i for i in marked if people[i][0] != applied[i][0]} | {first["external_id"]}
+    assert len(answered) == 12 and state() == {i: people[i] if i in answered else before[i] for i in before}
