@@ -200,3 +200,25 @@ def test_audit_and_undo_failing_on_argilla_2(tmp_path, argilla2, capsys):
     assert main(["bulk-label", "--undo", *base]) == 0
     answered = {i for i in marked if people[i][0] != applied[i][0]} | {first["external_id"]}
     assert len(answered) == 12 and state() == {i: people[i] if i in answered else before[i] for i in before}
+
+
+def test_undo_failing_refused_on_an_upsert_server(tmp_path, capsys):
+    """Argilla 1.7+ keeps the fields a re-sent record leaves out: the marks are written, the audit is read, but
+    --undo-failing refuses (one line) before writing anything, as bulk-label --undo does."""
+    with RubrixTestServer("argilla-1.29") as srv:
+        put_records(srv, tmp_path / "out", 120)
+        (tmp_path / "t.json").write_text(json.dumps({"target_precision": 0.5, "confidence": 0.9, "labels": {
+            "deportes": {"threshold": 0.0, "precision": 1.0}}}))
+        base = ["--rubrix-dataset", DS, "--rubrix-api-url", srv.url, "--rubrix-workspace", "rubrix",
+                "--undo-file", str(tmp_path / "u.jsonl")]
+        assert main(["bulk-label", "--thresholds", str(tmp_path / "t.json"), "--audit-size", "4", "--apply", *base]) == 0
+        marked = [i for i, r in srv.records(DS).items() if r["metadata"].get(MARK) == "audit"]
+        assert len(marked) == 4 and all("annotation" not in srv.records(DS)[i] for i in marked)
+        for i in marked:
+            srv.annotate(DS, i, ["cultura"], agent="eva")  # all wrong
+        people = copy.deepcopy(srv.records(DS))
+        capsys.readouterr()
+        assert main(["audit", *base, "--undo-failing"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "not available on this server" in err[0]
+        assert srv.records(DS) == people
