@@ -11,7 +11,8 @@ bulk-label's adapters (``bulk_adapters``: ``Rec.untouched`` is the one test of "
 
 Exactly once: each chunk is one operation inside the one retry layer (``with_retries``), as bulk-label's: read
 the chunk's records again, keep those nobody answered and that do not already carry the new prediction, write
-them. A retry after a lost answer, or a re-run after a crash, finds its own writes and sends nothing again.
+them (a record that carries the prediction but not its scores' metadata, logged by an older zs-ray, gets them).
+A retry after a lost answer, or a re-run after a crash, finds its own writes and sends nothing again.
 Updated ids go to a ledger of their own (identity: the dataset plus ``update_suggestions``: the new agent), so
 a re-run skips them without reading, and a plain ``zs-ray log`` ledger is never taken for it.
 
@@ -174,7 +175,7 @@ def _write_chunk(adapter, chunk: dict[str, dict], spec: rec.RecordSpec, target, 
             done["missing"].append(rid)
         elif not r.untouched:
             done["answered"].append(rid)
-        elif _carries(r, record, new_agent):
+        elif _carries(r, record, new_agent, spec):
             done["already"].append(rid)
         else:
             if target is None and r.state.get("multi_label") not in (None, spec.multi_label):
@@ -187,10 +188,16 @@ def _write_chunk(adapter, chunk: dict[str, dict], spec: rec.RecordSpec, target, 
     return done
 
 
-def _carries(r, record: dict, agent: str) -> bool:
-    """Whether the record as read already holds this prediction (its top label and score, by this agent)."""
+def _carries(r, record: dict, agent: str, spec: rec.RecordSpec) -> bool:
+    """Whether the record as read already holds this prediction (its top label and score, by this agent) and
+    its scores' metadata (a record logged before the scores were metadata does not: it gets them)."""
     best = max(record["prediction"]["labels"], key=lambda x: x["score"])
-    return r.agent == agent and r.label == best["class"] and abs(r.score - best["score"]) < 1e-6
+    if not (r.agent == agent and r.label == best["class"] and abs(r.score - best["score"]) < 1e-6):
+        return False
+    keys = [k for _, k in spec.score_keys] + ([rec.MARGIN_KEY, rec.ENTROPY_KEY] if spec.uncertainty else [])
+    held = r.metadata or {}
+    return all(k not in record["metadata"] or (isinstance(held.get(k), (int, float))
+                                               and abs(held[k] - record["metadata"][k]) < 1e-6) for k in keys)
 
 
 __all__ = ["UpdateReport", "update_run", "update_suggestions"]
