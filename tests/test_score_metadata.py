@@ -1,10 +1,13 @@
 """The whole distribution where people work: every label's score, the margin and the entropy as metadata of each
 record, on Rubrix 0.x / Argilla 1.x (the test server: metadata, 50 keys, a query_text range) and on the real
-argilla-server 2.8 (float metadata properties, a range filter through the search API as the SDK and the UI send
-it)."""
+argilla-server 2.8 (float metadata properties; a range filter through the official ``argilla`` 2.8 SDK, and the
+search request it sends)."""
 
 import glob
+import json
+import os
 import re
+import subprocess
 
 import pyarrow.parquet as pq
 import pytest
@@ -97,6 +100,26 @@ def search_ids(server, dataset_id, body):
     return {x["record"]["external_id"] for x in page["items"]}
 
 
+SDK_QUERY = """
+import json, sys
+import argilla as rg
+url, key, name, prop, lo, hi = sys.argv[1:]
+client = rg.Argilla(api_url=url, api_key=key)
+dataset = client.datasets(name=name, workspace="argilla")
+query = rg.Query(filter=rg.Filter([("metadata." + prop, ">=", float(lo)), ("metadata." + prop, "<=", float(hi))]))
+print(json.dumps([record.id for record in dataset.records(query=query)]))
+"""
+
+
+def sdk_ids(server, name, prop, lo, hi):
+    """The external ids the ``argilla`` 2.8 SDK finds with a metadata range filter (run in the server's venv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGILLA_", "RUBRIX_", "VIRTUAL_ENV", "PYTHON"))}
+    proc = subprocess.run([server.sdk_python, "-c", SDK_QUERY, server.url, server.api_key, name, prop, str(lo), str(hi)],
+                          capture_output=True, text=True, timeout=120, env={**env, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 def test_2x_float_properties_and_a_range_filter(argilla2, tmp_path, ray_local):
     server = argilla2
     ids = make_output(tmp_path / "out", 90, multi_label=True)
@@ -116,11 +139,13 @@ def test_2x_float_properties_and_a_range_filter(argilla2, tmp_path, ray_local):
         assert {k: r["metadata"][k] for k in expected_meta(row, True)} == pytest.approx(expected_meta(row, True))
         s = r["suggestions"][0]  # multi-label: the suggestion still carries several labels where they pass 0.5
         assert s["value"] == [x for x, p in zip(row["labels"], row["scores"]) if p >= 0.5] or s["value"] == row["labels"][:1]
-    # a range filter as the SDK (rg.Filter(("metadata.score_deportes", ">=", 0.5))) and the UI send it
+    # a range filter through the official SDK, as a user's script does it ...
+    want = {i for i, r in rows.items() if 0.5 <= dict(zip(r["labels"], r["scores"]))["deportes"] <= 0.9}
+    assert sdk_ids(server, "scores_multi", keys["deportes"], 0.5, 0.9) == want and 0 < len(want) < len(ids)
+    # ... and the request the SDK and the UI send for it
     body = {"filters": {"and": [{"type": "range", "scope": {"entity": "metadata", "metadata_property": keys["deportes"]},
-                                 "ge": 0.5, "le": 1.0}]}}
-    want = {i for i, r in rows.items() if dict(zip(r["labels"], r["scores"]))["deportes"] >= 0.5}
-    assert search_ids(server, ds["id"], body) == want and 0 < len(want) < len(ids)
+                                 "ge": 0.5, "le": 0.9}]}}
+    assert search_ids(server, ds["id"], body) == want
     body = {"filters": {"and": [{"type": "range", "scope": {"entity": "metadata", "metadata_property": "margin"},
                                  "le": 0.2}]}}
     want = {i for i, r in rows.items() if expected_meta(r, True)["margin"] <= 0.2}
