@@ -140,3 +140,38 @@ def test_2x_update_never_over_a_person(argilla2, tmp_path, ray_local, capsys):
         "suggestions": [{"question_id": qid, "value": "economía", "score": 0.4, "agent": "x", "type": "model"}]}]})
     raced = next(r for r in server.records(ds["id"]) if r["external_id"] == ids[0])
     assert raced["responses"] == after[ids[0]]["responses"] and raced["suggestions"][0]["value"] == "economía"
+
+
+def test_2x_multi_label_update(argilla2, tmp_path, ray_local, capsys):
+    """Multi-label: the new suggestion carries the student's labels at 0.5 or more (else its top one)."""
+    server = argilla2
+    ids = make_output(tmp_path / "a", 30, multi_label=True, empty_every=0)
+    student = make_student(tmp_path / "a", tmp_path / "b")
+    assert log_output(tmp_path / "a", RubrixConfig(rubrix_dataset="update_multi", rubrix_api_url=server.url,
+                                                   rubrix_api_key=server.api_key, rubrix_workspace="argilla")).ok
+    ds = server.dataset("update_multi")
+    first = next(r for r in server.records(ds["id"]) if r["external_id"] == ids[0])
+    server.respond(first["id"], {"label": {"value": ["cultura"]}}, "submitted", server.api_key)
+    before = next(r for r in server.records(ds["id"]) if r["external_id"] == ids[0])
+    assert main(["log", "--input", str(tmp_path / "b"), "--update-suggestions", "--rubrix-dataset", "update_multi",
+                 "--rubrix-api-url", server.url, "--rubrix-api-key", server.api_key]) == 0
+    assert counts(capsys.readouterr().out) == (len(ids) - 1, 0, 1, 1)
+    after = {r["external_id"]: r for r in server.records(ds["id"])}
+    assert after[ids[0]] == before
+    for i in ids[1:]:
+        row = student[i]
+        want = [x for x, p in zip(row["labels"], row["scores"]) if p >= 0.5] or row["labels"][:1]
+        assert after[i]["suggestions"][0]["value"] == want and after[i]["suggestions"][0]["agent"] == STUDENT
+
+
+def test_bad_input_refused_in_one_line(tmp_path, capsys):
+    make_output(tmp_path / "a", 10)
+    with RubrixTestServer("argilla-1.29") as srv:
+        base = ["log", "--input", str(tmp_path / "a"), "--update-suggestions", "--rubrix-api-url", srv.url,
+                "--rubrix-workspace", "rubrix"]
+        assert main([*base, "--rubrix-dataset", "never_logged"]) == 2
+        err = capsys.readouterr().err
+        assert "never_logged does not exist" in err and len(err.strip().splitlines()) == 1
+        assert main([*base, "--rubrix-dataset", DS, "--sample", "5"]) == 2
+        assert "--update-suggestions" in capsys.readouterr().err
+        assert srv.writes[DS] == {} and not (tmp_path / "a" / "_rubrix").exists()
