@@ -16,7 +16,8 @@ shared/notes/rubrix-protocol.md:
 * key headers: Rubrix only on 0.x, both on 1.0-1.12, Argilla only from 1.13; default keys
   ``rubrix.apikey`` / ``argilla.apikey``; ``/api/me`` of 1.11+ carries the user's ``api_key``;
 * metadata: NaN/inf -> 500 (Elasticsearch), more than 50 keys -> 400, None values dropped, strings over
-  128 characters cut to their last 128 on 1.x (0.18 stores them unindexed);
+  128 characters cut to their last 128 on 1.x (0.18 stores them unindexed); a query's ``query_text`` is
+  parsed as far as a metadata range goes (``metadata.KEY:[LO TO HI]``), anything else answered 400;
 * unknown route: FastAPI's ``404 {"detail": "Not Found"}``, wrong method 405; the server's own errors:
   ``{"detail": {"code": "<rubrix|argilla>.api.errors::Name", "params"}}``.
 
@@ -259,6 +260,8 @@ class RubrixTestServer:
             rows = [r for r in rows if r["id"] in wanted]
         if q.get("status"):
             rows = [r for r in rows if r.get("status") in q["status"]]
+        if q.get("query_text"):
+            rows = [r for r in rows if _query_text(r, q["query_text"])]
         return rows
 
     def render(self, r: dict) -> dict:
@@ -303,6 +306,22 @@ class RubrixTestServer:
             rows = [{k: r[k] for k in fields if k in r} for r in rows]
         return 200, {"records": rows, "next_idx": rows[-1]["id"] if rows and "id" in rows[-1] else after,
                      "next_page_cfg": "{}"}
+
+
+RANGE_RE = re.compile(r"^metadata\.([^:\s]+):\[(\S+) TO (\S+)\]$")
+
+
+def _query_text(r: dict, text: str) -> bool:
+    """Elasticsearch's query string, as far as a metadata range goes (``metadata.KEY:[LO TO HI]``, ``*`` for
+    open, bounds included): the UI's and the client's way of filtering 1.x records by a number."""
+    m = RANGE_RE.match(text.strip())
+    if not m:
+        raise ApiError(400, "QueryNotSupported", message=f"this test server parses metadata ranges only: {text!r}")
+    v = (r.get("metadata") or {}).get(m.group(1))
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    lo, hi = (None if b == "*" else float(b) for b in m.groups()[1:])
+    return (lo is None or v >= lo) and (hi is None or v <= hi)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -49,6 +49,12 @@ def output_rows(path):
     return {r["id"]: r for r in rows if r["labels"] is not None}
 
 
+def argilla2_score_keys():
+    from zs_ray.servers.records import score_keys
+
+    return score_keys(LABELS).values()
+
+
 def one_line(text: str) -> bool:
     return "\n" not in text.strip() and "Traceback" not in text
 
@@ -69,7 +75,9 @@ def test_log_annotate_relog_pull(server, annotator, tmp_path, ray_local):
     assert [o["value"] for o in question["settings"]["options"]] == LABELS
     assert [f["name"] for f in server.api("GET", f"/api/v1/datasets/{meta['id']}/fields")["items"]] == ["text"]
     props = server.api("GET", f"/api/v1/me/datasets/{meta['id']}/metadata-properties")["items"]
-    assert {p["name"]: p["settings"]["type"] for p in props} == {k: "terms" for k in ("topic", "url", "title", "date")}
+    floats = {key: "float" for key in (*argilla2_score_keys(), "margin", "entropy")}  # test_score_metadata.py
+    assert {p["name"]: p["settings"]["type"] for p in props} == {
+        **{k: "terms" for k in ("topic", "url", "title", "date")}, **floats}
 
     records = server.records(meta["id"])
     assert sorted(r["external_id"] for r in records) == sorted(ids)  # exactly the predicted rows, once each

@@ -125,6 +125,13 @@ def run_annotate(config, rubrix) -> int:
 def run_log(settings, rubrix) -> int:
     from zs_ray.logstage import log_run
 
+    if settings.update_suggestions:
+        from zs_ray.workflow.suggest import update_run
+
+        reports = update_run(settings.input, rubrix)
+        for r in reports:
+            print(r.summary(), flush=True)
+        return 0 if all(r.ok for r in reports) else 1
     return report_log(log_run(settings.input, rubrix))
 
 

@@ -152,6 +152,10 @@ class LogConfig:
     """``zs-ray log``: log (or finish logging) an existing output; the server settings are ``RubrixConfig``."""
 
     input: str = field(default="", metadata=_help("The annotation job's --output (directory or URI)."))
+    update_suggestions: bool = field(default=False, metadata=_help(
+        "Replace the prediction (2.x: the suggestion) and the score metadata of the logged records that no person "
+        "answered by those of --input (e.g. a student model's output, same ids), exactly once; answered records "
+        "are left as they are and counted, records not on the server counted, never created."))
 
     def __post_init__(self) -> None:
         if not self.input:

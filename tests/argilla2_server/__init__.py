@@ -1,6 +1,7 @@
 """The real argilla-server 2.x for the tests, in its own virtual environment, on 127.0.0.1.
 
-``Argilla2Server(workdir).start()`` makes sure ``<repo>/.venv-argilla`` holds ``argilla-server==2.8.*``
+``Argilla2Server(workdir).start()`` makes sure ``<repo>/.venv-argilla`` holds ``argilla-server==2.8.*`` (and the
+``argilla`` 2.8 SDK, for tests that query as a user's script does: ``sdk_python``)
 (created once with ``python3 -m venv`` + pip, under a file lock so parallel sessions do not race; reused
 while its marker names the same requirements), then runs ``launch.py`` there: SQLite in ``workdir``,
 fakeredis, the in-memory search engine of ``memory_engine.py`` (registered by name), migrations, the
@@ -25,7 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 VENV = REPO / ".venv-argilla"
-REQUIREMENTS = ["argilla-server==2.8.*", "fakeredis>=2.20", "uvicorn>=0.30"]
+# argilla: the official SDK (its dependencies are the server's already: ~5 s more), to query as users do.
+REQUIREMENTS = ["argilla-server==2.8.*", "fakeredis>=2.20", "uvicorn>=0.30", "argilla==2.8.*"]
 MARKER = VENV / "zs-ray-requirements.json"
 OWNER_KEY = "zs-ray.test.owner-key-2x"
 
@@ -123,6 +125,11 @@ class Argilla2Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no server log)"
+
+    @property
+    def sdk_python(self) -> str:
+        """The interpreter of the server's venv, where the official ``argilla`` SDK is installed."""
+        return str(VENV / "bin" / "python")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -8,7 +8,8 @@ routes and bodies. What zs-ray does on 2.x, and why:
 * **Dataset**: one per run, looked up by name in the workspace. The first time it is created with a
   ``text`` field, a ``label`` question whose options are the candidate labels (``label_selection``, or
   ``multi_label_selection`` in multi-label mode), a terms/integer/float metadata property per metadata
-  column, then published (fields and questions are frozen from then on). A dataset left unpublished by a
+  column and a float one per label's score (``score_<label>``, titled with the label) and for the margin and
+  entropy (``records.with_scores``), then published (fields and questions are frozen from then on). A dataset left unpublished by a
   crash is completed. One that exists with another question type or other labels is refused (one line).
 * **Records**: ``PUT /datasets/{id}/records/bulk`` (at most 500 items per request), the row id as
   ``external_id``, the prediction as a ``model`` suggestion of the ``label`` question (the top label and its
@@ -185,10 +186,12 @@ def check_labels(labels: list[str]) -> None:
 
 
 def prepare(client: RubrixClient, config: SendConfig, session: Session, labels: list[str], multi_label: bool,
-            agent: str, meta_types: dict[str, str], dataset_metadata: dict | None = None) -> Target:
+            agent: str, meta_types: dict[str, str], dataset_metadata: dict | None = None,
+            titles: dict[str, str] | None = None) -> Target:
     """The dataset ready to take records: created, set up and published the first time (a draft left by a
     crash is completed); an existing one checked against ``labels`` and the question type (refused, one line,
-    if they differ); metadata properties added where missing. Every step is safe to repeat."""
+    if they differ); metadata properties added where missing (the server takes new ones on a published dataset: a dataset made
+    before the score properties gets them). Every step is safe to repeat."""
     check_labels(labels)
     kind = "multi_label_selection" if multi_label else "label_selection"
     r = lambda op: with_retries(config, op)  # noqa: E731
@@ -244,7 +247,7 @@ def prepare(client: RubrixClient, config: SendConfig, session: Session, labels: 
             continue
         try:
             r(lambda: client.request("POST", f"{base}/metadata-properties", ok=(201,), json_body={
-                "name": mname, "title": mname, "settings": {"type": mtype}, "visible_for_annotators": True}))
+                "name": mname, "title": (titles or {}).get(mname, mname), "settings": {"type": mtype}, "visible_for_annotators": True}))
         except RubrixError as exc:
             if exc.status != 409:
                 raise

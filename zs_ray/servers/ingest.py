@@ -200,6 +200,11 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     try:
         if not v2 and len(agent) > rec.MAX_AGENT:
             rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
+        # The scores as metadata: 1.x holds 50 keys per dataset, 2.x has no such limit.
+        spec, more = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS)
+        for w in more:
+            log.warning(w)
+        warnings = [*warnings, *more]
         target = _prepare_v2(client, config, out, spec, agent) if v2 else None
     except BaseException:
         client.close()
@@ -245,9 +250,16 @@ def _prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec
     meta = argilla2.metadata_types(out.dataset, spec.metadata_fields)
     if spec.sample is not None:
         meta[rec.SAMPLE_KEY] = "terms"
+    titles = {}
+    for label, key in spec.score_keys:  # float properties: range filters and sorting in the UI
+        meta[key], titles[key] = "float", f"Score: {label}"
+    if spec.uncertainty:
+        meta[rec.MARGIN_KEY], titles[rec.MARGIN_KEY] = "float", "Margin (1st - 2nd score)"
+        meta[rec.ENTROPY_KEY], titles[rec.ENTROPY_KEY] = "float", "Entropy"
     facts = {k: out.manifest.get(k) for k in ("model", "hypothesis_template", "multi_label") if k in out.manifest}
     try:
-        return argilla2.prepare(client, config, client.argilla2, labels, spec.multi_label, agent, meta, facts)
+        return argilla2.prepare(client, config, client.argilla2, labels, spec.multi_label, agent, meta, facts,
+                                titles=titles)
     except RubrixError as exc:
         raise ZsRayError(f"cannot set up dataset {config.rubrix_dataset}: {exc}") from None
 

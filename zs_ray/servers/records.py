@@ -11,6 +11,12 @@ numbers; NaN and infinite floats (Elasticsearch answers 500 to them) are left ou
 metadata, as missing values are, and counted for a warning. Columns that cannot be metadata (binary,
 nested, durations) or whose strings the server would cut (> 128 characters) are left out with a warning,
 or refused before any work when named in ``--rubrix-metadata-fields``.
+
+The whole distribution goes along as metadata (``with_scores``): every candidate label's score as a float
+``score_<label>`` (a name every server generation takes, see ``score_keys``), and the row's ``margin`` and
+``entropy`` (``zs_ray.output.uncertainty``, the one definition). Rubrix 0.x / Argilla 1.x hold at most 50
+metadata keys per dataset: when the labels do not fit beside the source fields, the per-label scores are
+left out with one warning and margin and entropy kept.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import datetime
 import decimal
 import json
 import logging
+import hashlib
 import math
+import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
@@ -29,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import ADDED_COLUMNS
+from zs_ray.output import ADDED_COLUMNS, uncertainty
 from zs_ray.servers.config import SAMPLE_KEY
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,9 @@ MAX_METADATA_VALUE = 128
 MAX_LABEL = 128
 MAX_AGENT = 64
 SCORE_SUM_TOLERANCE = 1.001
+SCORE_PREFIX = "score_"
+MARGIN_KEY, ENTROPY_KEY = "margin", "entropy"
+SLUG_MAX = 60
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class RecordSpec:
     agent: str
     metadata_fields: tuple[str, ...]
     sample: object = None  # a sample rule (SendConfig.sample_rule_for): its records get metadata {"sample": name}
+    score_keys: tuple[tuple[str, str], ...] = ()  # (label, metadata name) of each label's score (with_scores)
+    uncertainty: bool = False  # margin and entropy as metadata (with_scores)
 
 
 def check_label(label: str, where: str) -> None:
@@ -116,6 +130,49 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
     return spec, warnings
 
 
+def score_keys(labels) -> dict[str, str]:
+    """label -> the metadata name of its score: ``score_`` + the label in lowercase ASCII letters, digits and
+    ``_`` (accents dropped, anything else ``_``), which Argilla 2.x property names, Elasticsearch field names
+    and 1.x's dotted metadata all take. A name that would be empty, cut (over 60 characters) or shared by two
+    labels gets the first 6 hex digits of the label's SHA-1 appended: unique, and stable for a label set."""
+    def slug(label: str) -> str:
+        text = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode().lower()
+        return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
+
+    slugs = {label: slug(label) for label in labels}
+    seen = Counter(slugs.values())
+    out = {}
+    for label, name in slugs.items():
+        if not name or len(name) > SLUG_MAX or seen[name] > 1:
+            name = f"{name[:SLUG_MAX]}_{hashlib.sha1(label.encode()).hexdigest()[:6]}".lstrip("_")
+        out[label] = SCORE_PREFIX + name
+    return out
+
+
+def with_scores(spec: RecordSpec, labels, max_keys: int | None = MAX_METADATA_KEYS) -> tuple[RecordSpec, list[str]]:
+    """``spec`` with the distribution as metadata: each label's score, margin and entropy. ``max_keys``: the
+    server's metadata keys per dataset (Rubrix 0.x / Argilla 1.x: 50; None: no limit, Argilla 2.x). What does
+    not fit beside the source fields (and the sample key) is left out with a warning, the per-label scores
+    first. A source field named like one of these keys is refused (one line)."""
+    keys = score_keys(list(labels or []))
+    taken = set(spec.metadata_fields) | ({SAMPLE_KEY} if spec.sample is not None else set())
+    clash = sorted(taken & {*keys.values(), MARGIN_KEY, ENTROPY_KEY})
+    if clash:
+        raise ZsRayError(f"metadata field(s) {clash} have the name of a key zs-ray writes (per-label scores, "
+                         "margin, entropy): leave them out with --rubrix-metadata-fields")
+    room = None if max_keys is None else max_keys - len(taken)
+    warnings = []
+    if room is not None and room < 2 + len(keys):
+        warnings.append(f"{len(keys)} labels' scores do not fit the server's {max_keys} metadata keys per dataset "
+                        f"beside {len(taken)} metadata fields: the per-label scores are not logged as metadata"
+                        + (", margin and entropy are" if room >= 2 else ", nor margin and entropy")
+                        + " (fewer --rubrix-metadata-fields make room)")
+        keys = {}
+    use_uncertainty = room is None or room >= 2
+    return RecordSpec(spec.text_field, spec.multi_label, spec.agent, spec.metadata_fields, spec.sample,
+                      tuple(keys.items()), use_uncertainty), warnings
+
+
 def metadata_kind(t: pa.DataType) -> str | None:
     """How values of type ``t`` become metadata: "string" (length-checked), "value" (JSON number or bool;
     floats checked one by one), "iso" (dates and times: ISO strings), or None (they cannot)."""
@@ -159,6 +216,8 @@ def build_records(batch: pa.RecordBatch, spec: RecordSpec, dropped: Counter | No
     infinite metadata values are left out, counted by field in ``dropped``."""
     cols = {name: batch.column(name).to_pylist()
             for name in {"id", "labels", "scores", spec.text_field, *spec.metadata_fields}}
+    keys = dict(spec.score_keys)
+    margins, entropies = uncertainty(cols["scores"], spec.multi_label) if spec.uncertainty else ((), ())
     for i in range(batch.num_rows):
         labels, scores, text = cols["labels"][i], cols["scores"][i], cols[spec.text_field][i]
         if labels is None or scores is None or not text:
@@ -178,6 +237,11 @@ def build_records(batch: pa.RecordBatch, spec: RecordSpec, dropped: Counter | No
                 dropped[f] += 1
         if spec.sample is not None and spec.sample.contains(rid, labels[0]):
             metadata[SAMPLE_KEY] = spec.sample.name
+        for label, s in zip(labels, scores):
+            if label in keys:
+                metadata[keys[label]] = float(s)
+        if spec.uncertainty:
+            metadata[MARGIN_KEY], metadata[ENTROPY_KEY] = margins[i], entropies[i]
         yield {
             "id": rid,
             "inputs": {"text": str(text)},

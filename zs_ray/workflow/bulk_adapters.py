@@ -1,5 +1,5 @@
-"""The server side of ``zs-ray bulk-label`` (``bulk``): one adapter per server API, behind one small contract
-(``Adapter``: read all, read some, annotate, restore). ``V1Adapter`` speaks Rubrix 0.x / Argilla 1.x (whole
+"""The server side of ``zs-ray bulk-label`` (``bulk``) and of ``zs-ray log --update-suggestions`` (``suggest``): one
+adapter per server API, behind one small contract (``Adapter``: read all, read some, annotate, restore, suggest). ``V1Adapter`` speaks Rubrix 0.x / Argilla 1.x (whole
 records through ``:bulk``), ``V2Adapter`` Argilla 2.x (responses of the key's user); ``adapter_for`` picks one
 once the server has said which it is."""
 
@@ -30,6 +30,8 @@ class Rec:
     status: Optional[str]
     state: dict  # the record as a request would send it (what undo puts back)
     audit: Optional[str] = None  # its audit mark (metadata ``zs_ray_audit``), if any
+    agent: Optional[str] = None  # the prediction's (suggestion's) agent
+    metadata: Optional[dict] = None  # the record's metadata as stored
 
     @property
     def untouched(self) -> bool:
@@ -49,6 +51,7 @@ class Adapter(Protocol):
     def author(self, agent: str) -> str: ...
     def restore(self, states: list[dict]) -> None: ...
     def mark(self, recs: list[Rec], value: str) -> None: ...
+    def suggest(self, recs: list[Rec], records: dict[str, dict], target=None) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -93,7 +96,8 @@ def to_rec(r: dict) -> Rec:
     ann = state.get("annotation")
     return Rec(state["id"], label, score, ann is not None, ann and ann.get("agent"),
                ann and [x["class"] for x in ann["labels"]], state.get("status"), state,
-               (state.get("metadata") or {}).get(AUDIT_KEY))
+               audit=(state.get("metadata") or {}).get(AUDIT_KEY), agent=pred and pred.get("agent"),
+               metadata=state.get("metadata") or {})
 
 
 class V1Adapter:
@@ -146,6 +150,12 @@ class V1Adapter:
         """The audit mark: the record as read, with the metadata ``zs_ray_audit`` added (nothing else changes)."""
         self._send([{**r.state, "metadata": {**(r.state.get("metadata") or {}), AUDIT_KEY: value}} for r in recs])
 
+    def suggest(self, recs: list[Rec], records: dict[str, dict], target=None) -> None:
+        """Replace the prediction of ``recs`` by that of ``records`` (id -> a record as ``records.build_records``
+        makes it), the record otherwise as read (its metadata updated with the new record's)."""
+        self._send([{**r.state, "prediction": records[r.id]["prediction"],
+                     "metadata": {**(r.state.get("metadata") or {}), **records[r.id]["metadata"]}} for r in recs])
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Argilla 2.x
@@ -161,7 +171,7 @@ class V2Adapter:
 
     replaces = True
 
-    def __init__(self, config, client, info):
+    def __init__(self, config, client, info, single_label_only: bool = True):
         from zs_ray.servers import argilla2_pull as argilla2  # the 2.x reads (and its QUESTION)
         from zs_ray.servers.client import with_retries
 
@@ -174,7 +184,7 @@ class V2Adapter:
         question = next((q for q in questions["items"] if q["name"] == argilla2.QUESTION), None)
         if question is None:
             raise ZsRayError(f"dataset {config.rubrix_dataset} has no {argilla2.QUESTION!r} question: not made by zs-ray")
-        if question["settings"]["type"] != "label_selection":
+        if single_label_only and question["settings"]["type"] != "label_selection":
             raise ZsRayError("bulk-label handles single-label datasets only")
         self.question_id = str(question["id"])
         self.names = argilla2.usernames(client, config, self.session)
@@ -204,7 +214,8 @@ class V2Adapter:
             label, score = row["prediction_labels"][0], (row["prediction_scores"] or [float("nan")])[0]
         status = row["status"] if responses else "Default"
         return Rec(row["id"], label, float(score), bool(responses), row["annotation_agent"],
-                   row["annotation_labels"], status, state, metadata.get(AUDIT_KEY))
+                   row["annotation_labels"], status, state, audit=metadata.get(AUDIT_KEY),
+                   agent=row["prediction_agent"], metadata=r.get("metadata") or {})
 
     def read_all(self) -> Iterator[Rec]:
         for r in self.a2.iter_records(self.client, self.config, self.session.dataset["id"]):
@@ -234,6 +245,23 @@ class V2Adapter:
             errors = [x["error"]["detail"] for x in answer.get("items") or [] if x.get("error")]
             if errors:
                 raise RubrixError(f"{len(errors)} responses refused: {errors[0]}", status=422)
+
+    def suggest(self, recs: list[Rec], records: dict[str, dict], target=None) -> None:
+        """Replace the ``label`` suggestion of ``recs`` by that of ``records`` (checked 2.x items from ``target``,
+        an ``argilla2.Target``), metadata updated: a bulk upsert by external_id without fields and without
+        responses, which keeps the record's fields and every response (the server replaces suggestions per
+        question, and the metadata as a whole: hence the merge)."""
+        from zs_ray.servers.argilla2 import BULK_MAX, bulk_body
+
+        items = []
+        for r in recs:
+            item = target.item(records[r.id])
+            items.append(json.dumps({"external_id": r.id, "metadata": {**(r.metadata or {}), **item["metadata"]},
+                                     "suggestions": item["suggestions"]}, ensure_ascii=False).encode())
+        did = self.session.dataset["id"]
+        for start in range(0, len(items), BULK_MAX):
+            self.client.request("PUT", f"/api/v1/datasets/{did}/records/bulk",
+                                data=bulk_body(items[start:start + BULK_MAX]), ok=(200,))
 
     def restore(self, states: list[dict]) -> None:
         # Undo puts back only records whose responses were none but ours: delete this user's response, and
@@ -265,9 +293,9 @@ class V2Adapter:
                                 json_body={"metadata": {**r.state["metadata"], AUDIT_KEY: value}})
 
 
-def adapter_for(config) -> Adapter:
+def adapter_for(config, single_label_only: bool = True) -> Adapter:
     """The adapter of the server at ``config``: ``V1Adapter`` for Rubrix 0.x / Argilla 1.x, ``V2Adapter`` for
-    Argilla 2.x."""
+    Argilla 2.x (bulk-label: single-label datasets only)."""
     from zs_ray.servers.connect import connect
 
     client, info, existed = connect(config)
@@ -275,5 +303,5 @@ def adapter_for(config) -> Adapter:
         client.close()
         raise ZsRayError(f"dataset {config.rubrix_dataset} does not exist on {config.public_url}")
     if info.generation == "argilla2":
-        return V2Adapter(config, client, info)
+        return V2Adapter(config, client, info, single_label_only)
     return V1Adapter(config, client, info)
