@@ -30,7 +30,7 @@ import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import ADDED_COLUMNS
-from zs_ray.servers.config import SAMPLE_KEY
+from zs_ray.servers.config import SAMPLE_KEY, UNCERTAIN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class RecordSpec:
     agent: str
     metadata_fields: tuple[str, ...]
     sample: object = None  # a sample rule (SendConfig.sample_rule_for): its records get metadata {"sample": name}
+    uncertain: object = None  # the uncertainty queue (SendConfig.uncertain_rule_for): metadata {"uncertain": name}
 
 
 def check_label(label: str, where: str) -> None:
@@ -58,7 +59,7 @@ def check_label(label: str, where: str) -> None:
 
 
 def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] | None,
-              agent: str | None, sample=None) -> tuple[RecordSpec, list[str]]:
+              agent: str | None, sample=None, uncertain=None) -> tuple[RecordSpec, list[str]]:
     """Check the manifest and the columns; choose metadata fields. Returns (spec, warnings).
 
     With ``metadata_fields`` None, every other source column becomes metadata unless its type cannot be
@@ -107,12 +108,15 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
     if sample is not None and SAMPLE_KEY in fields:
         raise ZsRayError(f"a metadata field is named {SAMPLE_KEY!r}, the key that marks --sample: leave it out "
                          "of --rubrix-metadata-fields")
-    if len(fields) + (sample is not None) > MAX_METADATA_KEYS:
+    if uncertain is not None and UNCERTAIN_KEY in fields:
+        raise ZsRayError(f"a metadata field is named {UNCERTAIN_KEY!r}, the key that marks --uncertain: leave it "
+                         "out of --rubrix-metadata-fields")
+    if len(fields) + (sample is not None) + (uncertain is not None) > MAX_METADATA_KEYS:
         raise ZsRayError(
             f"{len(fields)} metadata fields exceed the server's limit of {MAX_METADATA_KEYS} per "
             "dataset: choose some with --rubrix-metadata-fields"
         )
-    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields), sample)
+    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields), sample, uncertain)
     return spec, warnings
 
 
@@ -178,6 +182,8 @@ def build_records(batch: pa.RecordBatch, spec: RecordSpec, dropped: Counter | No
                 dropped[f] += 1
         if spec.sample is not None and spec.sample.contains(rid, labels[0]):
             metadata[SAMPLE_KEY] = spec.sample.name
+        if spec.uncertain is not None and spec.uncertain.contains(rid, labels[0]):
+            metadata[UNCERTAIN_KEY] = spec.uncertain.name
         yield {
             "id": rid,
             "inputs": {"text": str(text)},
