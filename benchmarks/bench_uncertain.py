@@ -127,7 +127,8 @@ def main() -> None:
         f"`python benchmarks/bench_uncertain.py {rows} {n}`, {time.strftime('%Y-%m-%d')}, on {machine()}. "
         f"An output of {rows:,} rows (six labels, {ROWS_PER_FILE} rows a file), `--uncertain {n}` by margin; "
         "each variant in its own process, side by side in one run. Same ids chosen: "
-        f"{'yes' if same else 'NO'}.",
+        f"{'yes' if same else 'NO'}. Load average at the end: {os.getloadavg()[0]:.1f} (other work shares this "
+        "machine; it falls on both variants alike). Peak RSS includes the imports (pyarrow, numpy, zs_ray).",
         "",
         "| variant | wall s | peak RSS MiB |",
         "| --- | --- | --- |",

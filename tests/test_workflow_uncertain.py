@@ -72,6 +72,19 @@ def test_queue_is_the_brute_force_most_uncertain_per_label_and_stable(tmp_path, 
         assert other.ids != rule.ids and other.ids == {i for v in brute_force(table, 90, by, 8).values() for i in v}
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_uncertainty_of_a_whole_batch_equals_row_by_row(multi_label):
+    """output.uncertainty computes rows of equal width all at once: exactly the values of the row-by-row path
+    (a row without a prediction forces that path), so batching never changes a tie."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (3000, 6))
+    scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True) if not multi_label else 1 / (1 + np.exp(-logits))
+    rows = (-np.sort(-scores, axis=1)).round(3).tolist()  # rounded: ties and zeros
+    whole = uncertainty(rows, multi_label)
+    one_by_one = uncertainty(rows + [None], multi_label)
+    assert whole[0] == one_by_one[0][:-1] and whole[1] == one_by_one[1][:-1]
+
+
 def test_queue_is_nested_in_n_and_short_labels_give_the_rest(tmp_path):
     make_output(tmp_path / "a", 300)
     out = open_output(str(tmp_path / "a"))
@@ -219,6 +232,30 @@ def test_annotate_with_the_queue_logs_after_writing_and_log_sends_the_rest(tmp_p
         assert main(["log", "--input", str(out), *server]) == 0
         predicted = {r["id"] for r in pq.read_table(out, columns=["id", "prediction"]).to_pylist() if r["prediction"]}
         assert set(srv.records(DS)) == predicted and len(predicted) > 100
+
+
+def test_annotate_log_only_live_sends_the_sample_and_what_is_above_threshold(tmp_path, mlsum_dir, nli_model,
+                                                                           ray_local):
+    """Without --uncertain, annotate logs while it writes: only the sample (from the read plan) and the records
+    of labels whose threshold they reach."""
+    from zs_ray.config import AnnotateConfig
+    from zs_ray.pipeline import annotate
+
+    out = tmp_path / "out"
+    (tmp_path / "t.json").write_text(json.dumps({"labels": {"cultura": {"threshold": 0.0},
+                                                            "deportes": {"threshold": 0.0}}}))
+    with RubrixTestServer("argilla-1.29") as srv:
+        cfg = RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_workspace="rubrix", sample="15",
+                           sample_seed=2, log_only=["sample,above-threshold"], thresholds=str(tmp_path / "t.json"))
+        summary = annotate(AnnotateConfig(dataset=mlsum_dir, config="es", split="test[0:120]", model=nli_model,
+                                          output=str(out), precision="fp32", num_workers="1"), cfg)
+        rows = pq.read_table(out, columns=["id", "prediction"]).to_pylist()
+        every = [f"es-test-{i:07d}" for i in range(120)]
+        rule = make_rule("15", 2, "round-1", every)
+        want = {r["id"] for r in rows if r["prediction"] and (rule.contains(r["id"]) or r["prediction"] in
+                                                              ("cultura", "deportes"))}
+        assert summary.log.ok and set(srv.records(DS)) == want and 15 <= len(want) < len(rows) - 20
+        assert summary.log.held_back == sum(1 for r in rows if r["prediction"]) - len(want)
 
 
 @pytest.mark.parametrize("flags,expect", [
