@@ -189,7 +189,9 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     the job's files so far, while it runs) to ``config.rubrix_dataset``; safe to run again.
 
     Raises ZsRayError for bad settings or input (before anything is sent). Delivery failures do
-    not raise: they are counted in the returned report (``report.ok`` is then False).
+    not raise: they are counted in the returned report (``report.ok`` is then False). With ``--log-only``
+    (``config.log_only_for``) only the chosen records are sent; the others are counted as held back, left
+    out of the ledger, for a later run without it.
     """
     t0, cpu0 = time.monotonic(), _self_cpu()
     config.validate()

@@ -234,7 +234,7 @@ class LogOnlyConfig(SampleConfig):
         every record."""
         from zs_ray.workflow.logonly import selection
 
-        return selection(self, sample, uncertain)
+        return selection(self, sample, uncertain, out.labels)
 
 
 @dataclass(repr=False)

@@ -85,11 +85,15 @@ class Selection:
         return f"--log-only {','.join(self.subsets)}: the other records are held back for a later `zs-ray log`"
 
 
-def selection(config, sample=None, uncertain=None) -> Optional[Selection]:
-    """The ``Selection`` of ``config.log_only`` from the rules already decided (None: send everything)."""
+def selection(config, sample=None, uncertain=None, labels=()) -> Optional[Selection]:
+    """The ``Selection`` of ``config.log_only`` from the rules already decided (None: send everything);
+    ``labels``: the output's candidate labels, to warn of a thresholds file made for other labels."""
     subsets = config.log_only
     if not subsets:
         return None
+    if "above-threshold" in subsets and labels and not set(config.threshold_map) & set(labels):
+        log.warning("--thresholds %s has no threshold for any label of this output (%s): no record is above one",
+                    config.thresholds, ", ".join(labels))
     return Selection(tuple(subsets), sample if "sample" in subsets else None,
                      uncertain if "uncertain" in subsets else None,
                      dict(config.threshold_map) if "above-threshold" in subsets else None)
