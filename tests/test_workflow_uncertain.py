@@ -27,7 +27,8 @@ def repartition(src, dst, files, seed, round_to=None):
     table = pq.read_table(sorted(src.glob("part-*.parquet")))
     if round_to is not None:
         scores = [None if s is None else [round(x, round_to) for x in s] for s in table.column("scores").to_pylist()]
-        table = table.set_column(table.schema.get_field_index("scores"), "scores", pa.array(scores, pa.list_(pa.float64())))
+        table = table.set_column(table.schema.get_field_index("scores"), "scores",
+                                 pa.array(scores, pa.list_(pa.float64())))
     order = list(range(table.num_rows))
     random.Random(seed).shuffle(order)
     table = table.take(order)
@@ -198,7 +199,8 @@ def test_log_only_then_log_sends_the_rest_once_argilla2(argilla2, tmp_path, ray_
     want, sample, queued = chosen_ids(out, 20, 24, {}, 5, logged)
     base = dict(rubrix_dataset="queue_v2", rubrix_api_url=argilla2.url, rubrix_api_key=argilla2.api_key,
                 rubrix_workspace="argilla", rubrix_backoff=0.05, sample_seed=5)
-    first = log_output(out, RubrixConfig(**base, sample="20", uncertain=24, log_only=["sample,uncertain"], chunk_size=7))
+    first = log_output(out, RubrixConfig(**base, sample="20", uncertain=24, log_only=["sample,uncertain"],
+                                         chunk_size=7))
     assert first.ok and first.sent == len(want) and first.held_back == len(logged) - len(want)
     meta = argilla2.dataset("queue_v2")
     recs = {r["external_id"]: r for r in argilla2.records(meta["id"])}
@@ -222,7 +224,8 @@ def test_annotate_with_the_queue_logs_after_writing_and_log_sends_the_rest(tmp_p
     out = tmp_path / "out"
     with RubrixTestServer("argilla-1.29") as srv:
         server = ["--rubrix-dataset", DS, "--rubrix-api-url", srv.url, "--rubrix-workspace", "rubrix"]
-        code = main(["annotate", "--dataset", mlsum_dir, "--config", "es", "--split", "test[0:120]", "--model", nli_model,
+        code = main(["annotate", "--dataset", mlsum_dir, "--config", "es", "--split", "test[0:120]", "--model",
+                     nli_model,
                      "--output", str(out), "--precision", "fp32", "--num-workers", "1", *server,
                      "--uncertain", "18", "--uncertain-by", "entropy", "--log-only", "uncertain"])
         assert code == 0

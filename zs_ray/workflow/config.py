@@ -149,7 +149,8 @@ def read_thresholds(path: str) -> dict[str, float]:
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, dict):
         raise ZsRayError(f"--thresholds {path} is not a `zs-ray thresholds` file (no labels)")
-    return {k: float(v["threshold"]) for k, v in labels.items() if isinstance(v, dict) and v.get("threshold") is not None}
+    return {k: float(v["threshold"]) for k, v in labels.items()
+            if isinstance(v, dict) and v.get("threshold") is not None}
 
 
 @dataclass(repr=False)

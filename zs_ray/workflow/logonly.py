@@ -38,7 +38,8 @@ def parse_log_only(value) -> Optional[tuple[str, ...]]:
     subsets = tuple(dict.fromkeys(p.strip() for item in items for p in str(item).split(",") if p.strip()))
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown or not subsets:
-        raise ZsRayError(f"--log-only takes {', '.join(SUBSETS)} (comma-separated), got {', '.join(unknown) or value!r}")
+        raise ZsRayError(f"--log-only takes {', '.join(SUBSETS)} (comma-separated), "
+                         f"got {', '.join(unknown) or value!r}")
     return subsets
 
 
