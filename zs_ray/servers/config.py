@@ -24,6 +24,7 @@ DEFAULT_API_URL = "http://localhost:6900"
 DEFAULT_API_KEYS = {"rubrix": "rubrix.apikey", "argilla": "argilla.apikey", "argilla2": "argilla.apikey"}
 DEFAULT_TAGS = {"tags": "data-annotation"}
 SAMPLE_KEY = "sample"  # the metadata key that marks a sampled record (Argilla 2.x: a terms metadata property)
+UNCERTAIN_KEY = "uncertain"  # the metadata key that marks the round-2 uncertainty queue (as SAMPLE_KEY)
 DATASET_NAME_RE = re.compile(r"^(?!-|_)[a-z0-9-_]+$")
 _ENV = {
     "rubrix_api_url": ("RUBRIX_API_URL", "ARGILLA_API_URL"),
@@ -158,6 +159,15 @@ class SendConfig(ServerConfig):
     def sample_rule_for(self, out) -> Optional[object]:
         """The records of the output ``out`` to mark as a sample (an object with ``name`` and
         ``contains(id, top_label)``), decided before the first record is sent; None: no sample."""
+        return None
+
+    def uncertain_rule_for(self, out) -> Optional[object]:
+        """The records of ``out`` to mark as the uncertainty queue (as ``sample_rule_for``); None: none."""
+        return None
+
+    def log_only_for(self, out, sample=None, uncertain=None) -> Optional[object]:
+        """The records of ``out`` to send now (an object with ``contains(id, top_label, top_score)`` and
+        ``describe()``), given the rules decided; None: every record."""
         return None
 
     def validate(self) -> "SendConfig":

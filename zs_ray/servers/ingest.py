@@ -60,6 +60,7 @@ class LogReport:
     sent: int = 0
     already_acked: int = 0
     already_on_server: int = 0
+    held_back: int = 0  # not in --log-only's subsets: not sent now, for a later `zs-ray log`
     skipped_empty: int = 0
     duplicates: int = 0
     failed: int = 0
@@ -83,6 +84,8 @@ class LogReport:
              f"{self.not_attempted} not attempted, in {self.chunks} chunks, {self.wall_s:.1f}s")
         if self.duplicates:
             s += f"; {self.duplicates} duplicate ids ignored"
+        if self.held_back:
+            s += f"; {self.held_back} held back by --log-only (`zs-ray log` without it sends them)"
         if not self.ok:
             s += "; run `zs-ray log` again to deliver the rest"
         return s
@@ -134,7 +137,7 @@ def send_chunk(config: SendConfig, ids: list[str], encoded: list[bytes]) -> dict
 # ---------------------------------------------------------------------------------------------
 def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: SendConfig, ledger: Ledger,
             report: LogReport, dropped: Counter, encode=rec.encode,
-            chunk_size: int | None = None) -> Iterator[Chunk]:
+            chunk_size: int | None = None, only=None) -> Iterator[Chunk]:
     run = uuid.uuid4().hex[:8]
     seen: set[str] = set()
     ids: list[str] = []
@@ -164,6 +167,10 @@ def _chunks(dataset: pds.Dataset, spec: rec.RecordSpec, config: SendConfig, ledg
             if rid in ledger.acked:
                 report.already_acked += 1
                 continue
+            top = record["prediction"]["labels"][0]
+            if only is not None and not only.contains(rid, top["class"], top["score"]):
+                report.held_back += 1  # --log-only: sent by a later `zs-ray log`
+                continue
             e = encode(record)
             if ids and (len(ids) >= (chunk_size or config.chunk_size) or size + len(e) + 1 > limit):
                 yield cut()
@@ -182,7 +189,9 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     the job's files so far, while it runs) to ``config.rubrix_dataset``; safe to run again.
 
     Raises ZsRayError for bad settings or input (before anything is sent). Delivery failures do
-    not raise: they are counted in the returned report (``report.ok`` is then False).
+    not raise: they are counted in the returned report (``report.ok`` is then False). With ``--log-only``
+    (``config.log_only_for``) only the chosen records are sent; the others are counted as held back, left
+    out of the ledger, for a later run without it.
     """
     t0, cpu0 = time.monotonic(), _self_cpu()
     config.validate()
@@ -192,9 +201,13 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     agent = config.rubrix_agent or out.manifest.get("model") or ""
     spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields,
                                    agent[:rec.MAX_AGENT] if len(agent) > rec.MAX_AGENT else config.rubrix_agent,
-                                   sample=config.sample_rule_for(out))  # --sample: decided before any send
+                                   sample=config.sample_rule_for(out),  # --sample: decided before any send
+                                   uncertain=config.uncertain_rule_for(out))  # --uncertain: likewise
+    only = config.log_only_for(out, spec.sample, spec.uncertain)  # --log-only: the records sent now
     for w in warnings:
         log.warning(w)
+    if only is not None:
+        log.info(only.describe())
     client, info, existed = connect(config)
     v2 = info.generation == "argilla2"
     try:
@@ -224,10 +237,11 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
         dropped: Counter = Counter()
         if v2:
             _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped, target.encode,
-                              min(config.chunk_size, argilla2.BULK_MAX)),
+                              min(config.chunk_size, argilla2.BULK_MAX), only),
                       config, ledger, report, expected, sender_fn=argilla2.send_chunk, args=(target.dataset_id,))
         else:
-            _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped), config, ledger, report, expected)
+            _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped, only=only), config, ledger, report,
+                      expected)
         report.warnings += [f"metadata field {f!r}: {n} NaN or infinite values left out of their records' "
                             "metadata (missing there)" for f, n in sorted(dropped.items())]
     finally:
@@ -256,6 +270,8 @@ def _prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec
     if spec.uncertainty:
         meta[rec.MARGIN_KEY], titles[rec.MARGIN_KEY] = "float", "Margin (1st - 2nd score)"
         meta[rec.ENTROPY_KEY], titles[rec.ENTROPY_KEY] = "float", "Entropy"
+    if spec.uncertain is not None:
+        meta[rec.UNCERTAIN_KEY] = "terms"
     facts = {k: out.manifest.get(k) for k in ("model", "hypothesis_template", "multi_label") if k in out.manifest}
     try:
         return argilla2.prepare(client, config, client.argilla2, labels, spec.multi_label, agent, meta, facts,

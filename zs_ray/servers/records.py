@@ -21,6 +21,8 @@ left out with one warning and margin and entropy kept.
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime
 import decimal
 import json
@@ -39,7 +41,7 @@ import pyarrow.dataset as pds
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import ADDED_COLUMNS, uncertainty
-from zs_ray.servers.config import SAMPLE_KEY
+from zs_ray.servers.config import SAMPLE_KEY, UNCERTAIN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class RecordSpec:
     sample: object = None  # a sample rule (SendConfig.sample_rule_for): its records get metadata {"sample": name}
     score_keys: tuple[tuple[str, str], ...] = ()  # (label, metadata name) of each label's score (with_scores)
     uncertainty: bool = False  # margin and entropy as metadata (with_scores)
+    uncertain: object = None  # the uncertainty queue (SendConfig.uncertain_rule_for): metadata {"uncertain": name}
 
 
 def check_label(label: str, where: str) -> None:
@@ -72,7 +75,7 @@ def check_label(label: str, where: str) -> None:
 
 
 def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] | None,
-              agent: str | None, sample=None) -> tuple[RecordSpec, list[str]]:
+              agent: str | None, sample=None, uncertain=None) -> tuple[RecordSpec, list[str]]:
     """Check the manifest and the columns; choose metadata fields. Returns (spec, warnings).
 
     With ``metadata_fields`` None, every other source column becomes metadata unless its type cannot be
@@ -121,12 +124,16 @@ def make_spec(dataset: pds.Dataset, manifest: dict, metadata_fields: list[str] |
     if sample is not None and SAMPLE_KEY in fields:
         raise ZsRayError(f"a metadata field is named {SAMPLE_KEY!r}, the key that marks --sample: leave it out "
                          "of --rubrix-metadata-fields")
-    if len(fields) + (sample is not None) > MAX_METADATA_KEYS:
+    if uncertain is not None and UNCERTAIN_KEY in fields:
+        raise ZsRayError(f"a metadata field is named {UNCERTAIN_KEY!r}, the key that marks --uncertain: leave it "
+                         "out of --rubrix-metadata-fields")
+    if len(fields) + (sample is not None) + (uncertain is not None) > MAX_METADATA_KEYS:
         raise ZsRayError(
             f"{len(fields)} metadata fields exceed the server's limit of {MAX_METADATA_KEYS} per "
             "dataset: choose some with --rubrix-metadata-fields"
         )
-    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields), sample)
+    spec = RecordSpec(text_field, bool(manifest.get("multi_label", False)), agent, tuple(fields), sample,
+                      uncertain=uncertain)
     return spec, warnings
 
 
@@ -152,10 +159,11 @@ def score_keys(labels) -> dict[str, str]:
 def with_scores(spec: RecordSpec, labels, max_keys: int | None = MAX_METADATA_KEYS) -> tuple[RecordSpec, list[str]]:
     """``spec`` with the distribution as metadata: each label's score, margin and entropy. ``max_keys``: the
     server's metadata keys per dataset (Rubrix 0.x / Argilla 1.x: 50; None: no limit, Argilla 2.x). What does
-    not fit beside the source fields (and the sample key) is left out with a warning, the per-label scores
+    not fit beside the source fields (and the sample and queue keys) is left out with a warning, the per-label scores
     first. A source field named like one of these keys is refused (one line)."""
     keys = score_keys(list(labels or []))
-    taken = set(spec.metadata_fields) | ({SAMPLE_KEY} if spec.sample is not None else set())
+    taken = set(spec.metadata_fields) | ({SAMPLE_KEY} if spec.sample is not None else set()) \
+        | ({UNCERTAIN_KEY} if spec.uncertain is not None else set())
     clash = sorted(taken & {*keys.values(), MARGIN_KEY, ENTROPY_KEY})
     if clash:
         raise ZsRayError(f"metadata field(s) {clash} have the name of a key zs-ray writes (per-label scores, "
@@ -169,8 +177,7 @@ def with_scores(spec: RecordSpec, labels, max_keys: int | None = MAX_METADATA_KE
                         + " (fewer --rubrix-metadata-fields make room)")
         keys = {}
     use_uncertainty = room is None or room >= 2
-    return RecordSpec(spec.text_field, spec.multi_label, spec.agent, spec.metadata_fields, spec.sample,
-                      tuple(keys.items()), use_uncertainty), warnings
+    return dataclasses.replace(spec, score_keys=tuple(keys.items()), uncertainty=use_uncertainty), warnings
 
 
 def metadata_kind(t: pa.DataType) -> str | None:
@@ -242,6 +249,8 @@ def build_records(batch: pa.RecordBatch, spec: RecordSpec, dropped: Counter | No
                 metadata[keys[label]] = float(s)
         if spec.uncertainty:
             metadata[MARGIN_KEY], metadata[ENTROPY_KEY] = margins[i], entropies[i]
+        if spec.uncertain is not None and spec.uncertain.contains(rid, labels[0]):
+            metadata[UNCERTAIN_KEY] = spec.uncertain.name
         yield {
             "id": rid,
             "inputs": {"text": str(text)},

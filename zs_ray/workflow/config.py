@@ -6,8 +6,9 @@ bulk-label`` takes ``BulkLabelConfig`` + ``ServerConfig`` (the server, as for ``
 ``--config-file``; every field is checked in ``__post_init__`` (one ``ZsRayError`` line).
 
 ``RubrixConfig``, what ``annotate`` and ``log`` take, is the server's ``SendConfig`` plus the round-1 sample
-(``SampleConfig``, a workflow setting): the server package never imports the workflow, the sample rule comes
-in through ``sample_rule_for``.
+(``SampleConfig``, a workflow setting) and the round-2 queue and ``--log-only`` (``LogOnlyConfig``): the server
+package never imports the workflow, the rules come in through ``sample_rule_for``, ``uncertain_rule_for`` and
+``log_only_for``.
 """
 
 from __future__ import annotations
@@ -133,22 +134,7 @@ class BulkLabelConfig:
 
     def threshold_values(self) -> dict[str, float]:
         """The thresholds: those of --thresholds (labels that got one), then --threshold overriding."""
-        import json
-
-        values: dict[str, float] = {}
-        if self.thresholds:
-            try:
-                with open(self.thresholds, encoding="utf-8") as fh:
-                    data = json.load(fh)
-            except OSError as exc:
-                raise ZsRayError(f"cannot read --thresholds {self.thresholds}: {exc.strerror}") from None
-            except ValueError as exc:
-                raise ZsRayError(f"--thresholds {self.thresholds} is not JSON: {exc}") from None
-            labels = data.get("labels") if isinstance(data, dict) else None
-            if not isinstance(labels, dict):
-                raise ZsRayError(f"--thresholds {self.thresholds} is not a `zs-ray thresholds` file (no labels)")
-            values = {k: float(v["threshold"]) for k, v in labels.items()
-                      if isinstance(v, dict) and v.get("threshold") is not None}
+        values = read_thresholds(self.thresholds) if self.thresholds else {}
         for item in self.threshold or []:
             for part in str(item).split(","):
                 label, sep, value = part.rpartition("=")
@@ -197,6 +183,24 @@ class AuditConfig:
         "The statuses whose annotations count as a person's answer."))
 
 
+def read_thresholds(path: str) -> dict[str, float]:
+    """The thresholds of a `zs-ray thresholds --output` file: label -> threshold, for the labels that got one."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ZsRayError(f"cannot read --thresholds {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ZsRayError(f"--thresholds {path} is not JSON: {exc}") from None
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(labels, dict):
+        raise ZsRayError(f"--thresholds {path} is not a `zs-ray thresholds` file (no labels)")
+    return {k: float(v["threshold"]) for k, v in labels.items()
+            if isinstance(v, dict) and v.get("threshold") is not None}
+
+
 @dataclass(repr=False)
 class SampleConfig:
     """Round 1 (``zs_ray.workflow.sample``): a seeded sample marked in the records' metadata. A mixin of
@@ -229,6 +233,61 @@ class SampleConfig:
 
 
 @dataclass(repr=False)
-class RubrixConfig(SampleConfig, SendConfig):
+class LogOnlyConfig(SampleConfig):
+    """Round 2 (``zs_ray.workflow.uncertain``): the uncertainty queue marked in the records' metadata; and
+    ``--log-only`` (``zs_ray.workflow.logonly``): which records are sent now. A mixin of ``RubrixConfig``; they
+    reach the server package through ``uncertain_rule_for`` and ``log_only_for``."""
+
+    uncertain: Optional[int] = field(default=None, metadata=_help(
+        "Mark the N records whose prediction is least certain (uncertain: round-2), stratified by predicted "
+        "label like --sample-by-label, ties broken by --sample-seed; annotate then logs once the predictions "
+        "are written (see docs/workflow.md)."))
+    uncertain_by: Literal["margin", "entropy"] = field(default="margin", metadata=_help(
+        "What --uncertain ranks by: margin (top score minus the second; lowest first) or entropy (highest first)."))
+    uncertain_name: str = field(default="round-2", metadata=_help("Metadata value that marks --uncertain."))
+    log_only: Optional[list[str]] = field(default=None, metadata=_help(
+        "Send only these records now (comma-separated): sample (--sample), uncertain (--uncertain), "
+        "above-threshold (--thresholds); every row is still written to Parquet, and `zs-ray log` without "
+        "--log-only sends the rest later, exactly once."))
+    thresholds: Optional[str] = field(default=None, metadata=_help(
+        "With --log-only above-threshold: the JSON of `zs-ray thresholds --output` (a record whose top score "
+        "is at or above its label's threshold is sent)."))
+    # The thresholds read from --thresholds; not a flag.
+    threshold_map: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from zs_ray.workflow.logonly import check_log_only_settings, parse_log_only
+
+        if self.uncertain is not None and self.uncertain < 1:
+            raise ZsRayError(f"--uncertain must be a count N >= 1, got {self.uncertain}")
+        if not self.uncertain_name or len(self.uncertain_name) > 128:
+            raise ZsRayError("--uncertain-name must be 1-128 characters")
+        parsed = parse_log_only(self.log_only)
+        self.log_only = list(parsed) if parsed else None
+        self.thresholds = self.thresholds or None
+        check_log_only_settings(self)
+        self.threshold_map = read_thresholds(self.thresholds) if self.thresholds else {}
+
+    def uncertain_rule_for(self, out):
+        """The uncertainty queue of a complete output (``uncertain.make_uncertain_rule``); None without
+        ``--uncertain``."""
+        if self.uncertain is None:
+            return None
+        from zs_ray.workflow.uncertain import make_uncertain_rule
+
+        return make_uncertain_rule(out, self.uncertain, self.uncertain_by, self.sample_seed, self.uncertain_name)
+
+    def log_only_for(self, out, sample=None, uncertain=None):
+        """The records of ``out`` to send now (``logonly.Selection``), from the rules already decided; None:
+        every record."""
+        from zs_ray.workflow.logonly import selection
+
+        return selection(self, sample, uncertain, out.labels)
+
+
+@dataclass(repr=False)
+class RubrixConfig(LogOnlyConfig, SendConfig):
     """What ``annotate`` and ``log`` take: the server (``ServerConfig``), how records are built and sent
-    (``SendConfig``) and the round-1 sample (``SampleConfig``). Its ``repr`` leaves the secrets out."""
+    (``SendConfig``), the round-1 sample (``SampleConfig``), the round-2 queue and ``--log-only``
+    (``LogOnlyConfig``). Its ``repr`` leaves the secrets out."""

@@ -221,7 +221,10 @@ def resolve_for_plan(config, plans) -> None:
 
 
 def live_logging_allowed(config) -> bool:
-    """A stratified sample needs every prediction before the first record is sent."""
+    """A stratified sample, and the uncertainty queue (``--uncertain``), need every prediction before the
+    first record is sent."""
+    if getattr(config, "uncertain", None):
+        return False
     return not (getattr(config, "sample", None) not in (None, "") and config.sample_by_label)
 
 
