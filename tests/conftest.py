@@ -84,3 +84,40 @@ def argilla2(tmp_path_factory, request):
         pytest.fail(f"the argilla-server 2.8 test server did not start: {exc}", pytrace=False)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """PostgreSQL 15 in a temp dir on 127.0.0.1 (tests/argilla2_server/postgres.py: initdb, trust auth, fsync off),
+    once per session, stopped and removed at the end. Not installed: the tests that need it fail, saying so."""
+    from tests.argilla2_server.postgres import Postgres, PostgresMissing
+
+    try:
+        pg = Postgres().start()
+    except PostgresMissing as exc:
+        pytest.fail(f"PostgreSQL for the argilla-server 2.8 tests: {exc}", pytrace=False)
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def argilla2_pg(tmp_path_factory, postgres):
+    """The real argilla-server 2.8 on PostgreSQL, as Argilla's server deployments run it (else as ``argilla2``)."""
+    from tests.argilla2_server import Argilla2Server, ServerFailed
+
+    srv = Argilla2Server(tmp_path_factory.mktemp("argilla2-pg"), database_url=postgres.url())
+    try:
+        srv.start()
+    except ServerFailed as exc:
+        pytest.fail(f"the argilla-server 2.8 test server on PostgreSQL did not start: {exc}", pytrace=False)
+    yield srv
+    srv.stop()
+
+
+ARGILLA2_DATABASES = {"sqlite": "argilla2", "postgresql": "argilla2_pg"}
+
+
+@pytest.fixture(params=list(ARGILLA2_DATABASES))
+def argilla2_each(request):
+    """The real argilla-server 2.8 on each database in turn: a test that takes it runs on SQLite, then PostgreSQL."""
+    return request.getfixturevalue(ARGILLA2_DATABASES[request.param])

@@ -1,5 +1,7 @@
 """Argilla 2.x against the real argilla-server 2.8 (SQLite, fakeredis, an in-memory search engine), started
-once per session in its own virtual environment (tests/argilla2_server). If it cannot start, these fail."""
+once per session in its own virtual environment (tests/argilla2_server). The core ones (log, re-log, pull, the
+concurrent-creation race) run on PostgreSQL too (``argilla2_each``), as Argilla's server deployments run it. If a
+server or PostgreSQL cannot start, these fail."""
 
 import json
 import os
@@ -25,11 +27,20 @@ def server(argilla2):
     return argilla2  # conftest.py: one server per session
 
 
+_annotators: dict = {}
+
+
+def annotator_of(server):
+    """A person: an annotator of workspace ``argilla``, created once per server through the API; (username, key)."""
+    if server.url not in _annotators:
+        user = server.create_user("ana")
+        _annotators[server.url] = user["username"], user["api_key"]
+    return _annotators[server.url]
+
+
 @pytest.fixture(scope="session")
 def annotator(server):
-    """A person: an annotator of workspace ``argilla``, created through the API; returns (username, key)."""
-    user = server.create_user("ana")
-    return user["username"], user["api_key"]
+    return annotator_of(server)
 
 
 def cfg(server, dataset, **kw):
@@ -59,7 +70,8 @@ def one_line(text: str) -> bool:
     return "\n" not in text.strip() and "Traceback" not in text
 
 
-def test_log_annotate_relog_pull(server, annotator, tmp_path, ray_local):
+def test_log_annotate_relog_pull(argilla2_each, tmp_path, ray_local):
+    server, annotator = argilla2_each, annotator_of(argilla2_each)
     ds = "noticias_single"
     out = tmp_path / "out"
     ids = make_output(out, 150)  # every 50th row has an empty text and no prediction
@@ -205,10 +217,11 @@ def test_refusals_are_one_line_without_the_key(server, tmp_path, ray_local):
     assert not (tmp_path / "p.parquet").exists()
 
 
-def test_concurrent_creation_of_the_same_records_is_retried(server, tmp_path, ray_local):
+def test_concurrent_creation_of_the_same_records_is_retried(argilla2_each, tmp_path, ray_local):
     """The same new records sent by several requests at once end up stored once each (the server upserts by
     external_id; the 500 it can answer to two requests creating the same ids at once, a unique-constraint
     race, is retried; on SQLite the race rarely shows, so this checks the outcome). A 422 is not retried."""
+    server = argilla2_each
     ds = "noticias_race"
     make_output(tmp_path / "out", 20)
     assert log_output(tmp_path / "out", cfg(server, ds)).ok

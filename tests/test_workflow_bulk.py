@@ -138,12 +138,12 @@ def test_bulk_label_one_line_errors(args, expect, capsys):
     assert len(err) == 1 and expect in err[0]
 
 
-def test_bulk_label_on_argilla_2(tmp_path, argilla2):
-    """The real argilla-server 2.8: bulk labels are responses of a user kept for them; a person's response is
-    never touched; undo deletes exactly the bulk responses."""
+def test_bulk_label_on_argilla_2(tmp_path, argilla2_each):
+    """The real argilla-server 2.8 (on SQLite, then PostgreSQL): bulk labels are responses of a user kept for them;
+    a person's response is never touched; undo deletes exactly the bulk responses."""
     from zs_ray.servers import log_output
 
-    srv = argilla2
+    srv = argilla2_each
     make_output(tmp_path / "out", 40)
     owner = dict(rubrix_api_url=srv.url, rubrix_workspace="argilla", rubrix_backoff=0.05)
     assert log_output(tmp_path / "out", RubrixConfig(rubrix_dataset=DS, rubrix_api_key=srv.api_key, **owner)).ok

@@ -3,7 +3,8 @@
 ``Argilla2Server(workdir).start()`` makes sure ``<repo>/.venv-argilla`` holds ``argilla-server==2.8.*`` (and the
 ``argilla`` 2.8 SDK, for tests that query as a user's script does: ``sdk_python``)
 (created once with ``python3 -m venv`` + pip, under a file lock so parallel sessions do not race; reused
-while its marker names the same requirements), then runs ``launch.py`` there: SQLite in ``workdir``,
+while its marker names the same requirements), then runs ``launch.py`` there: SQLite in ``workdir`` (or
+the ``database_url`` given: PostgreSQL, ``postgres.py``),
 fakeredis, the in-memory search engine of ``memory_engine.py`` (registered by name), migrations, the
 default owner ``argilla`` (workspace ``argilla``) with ``api_key``. The server's output goes to
 ``workdir/server.log``; if the server does not answer, ``ServerFailed`` carries the end of that log.
@@ -27,7 +28,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 VENV = REPO / ".venv-argilla"
 # argilla: the official SDK (its dependencies are the server's already: ~5 s more), to query as users do.
-REQUIREMENTS = ["argilla-server==2.8.*", "fakeredis>=2.20", "uvicorn>=0.30", "argilla==2.8.*"]
+# asyncpg and psycopg2 (the migrations'): the server on PostgreSQL (postgres.py).
+REQUIREMENTS = ["argilla-server==2.8.*", "fakeredis>=2.20", "uvicorn>=0.30", "argilla==2.8.*", "asyncpg>=0.29",
+                "psycopg2-binary>=2.9"]
 MARKER = VENV / "zs-ray-requirements.json"
 OWNER_KEY = "zs-ray.test.owner-key-2x"
 
@@ -73,8 +76,10 @@ def free_port() -> int:
 
 
 class Argilla2Server:
-    def __init__(self, workdir, api_key: str = OWNER_KEY, port: int | None = None):
+    def __init__(self, workdir, api_key: str = OWNER_KEY, port: int | None = None, database_url: str | None = None):
         self.workdir = Path(workdir)
+        # SQLite in ``workdir`` unless another database is named (``postgres.Postgres.url()``)
+        self.database_url = database_url or f"sqlite+aiosqlite:///{self.workdir / 'argilla.db'}"
         self.api_key = api_key
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -93,7 +98,7 @@ class Argilla2Server:
                if not k.startswith(("ARGILLA_", "RUBRIX_", "VIRTUAL_ENV", "PYTHON"))}
         env.update({
             "ARGILLA_HOME_PATH": str(self.workdir / "home"),
-            "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'argilla.db'}",
+            "ARGILLA_DATABASE_URL": self.database_url,
             "ARGILLA_SEARCH_ENGINE": "memory",
             "ARGILLA_REDIS_URL": "redis://fakeredis:6379/0",
             "HF_HUB_DISABLE_TELEMETRY": "1",

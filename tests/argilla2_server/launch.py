@@ -1,7 +1,7 @@
 """Run the real argilla-server 2.x on 127.0.0.1 for the tests: ``python launch.py PORT API_KEY``.
 
 Runs in the server's own virtual environment (its FastAPI/pydantic pins clash with zs-ray's). The
-caller sets ``ARGILLA_HOME_PATH`` and ``ARGILLA_DATABASE_URL`` (SQLite in a temp dir) and
+caller sets ``ARGILLA_HOME_PATH`` and ``ARGILLA_DATABASE_URL`` (SQLite in a temp dir, or PostgreSQL) and
 ``ARGILLA_SEARCH_ENGINE=memory``. Here: redis is fakeredis (in-process: jobs are queued, never run),
 the in-memory search engine is registered before the app is imported, the migrations run (alembic
 ``upgrade head``, as ``argilla_server database migrate`` does), the default owner ``argilla`` (workspace
@@ -49,7 +49,13 @@ def main() -> None:
 
     from argilla_server.cli.database.users.create_default import _create_default
 
-    asyncio.run(_create_default(api_key, "zs-ray-test-password", quiet=True))
+    from argilla_server.database import async_engine
+
+    async def create_owner():
+        await _create_default(api_key, "zs-ray-test-password", quiet=True)
+        await async_engine.dispose()  # its pooled connections belong to this event loop, not uvicorn's (asyncpg)
+
+    asyncio.run(create_owner())
 
     import uvicorn
     from argilla_server._app import app
