@@ -142,7 +142,8 @@ class RubrixTestServer:
     def handle(self, method: str, path: str, query: dict, headers, body: bytes):
         """Returns (status, json-able or bytes) or raises ApiError / RouteError."""
         routes = [("GET", r"/api/_info"), ("GET", r"/api/me"), ("POST", r"/api/datasets"),
-                  ("GET", r"/api/datasets/([^/]+)"), ("POST", r"/api/datasets/([^/]+)/TextClassification:bulk"),
+                  ("GET", r"/api/datasets/([^/]+)"), ("DELETE", r"/api/datasets/([^/]+)"),
+                  ("POST", r"/api/datasets/([^/]+)/TextClassification:bulk"),
                   ("POST", r"/api/datasets/([^/]+)/TextClassification/data" if self.m["reads"] == "data"
                    else r"/api/datasets/([^/]+)/records/:search")]
         matches = [(m, re.fullmatch(p, path)) for m, p in routes if re.fullmatch(p, path)]
@@ -173,6 +174,10 @@ class RubrixTestServer:
         if path.endswith(":search"):
             return self._search(ws, name, query, data)
         ds = self._dataset(ws, name)
+        if method == "DELETE":  # the dataset and its records (0.x and 1.x answer 200, no body)
+            with self.lock:
+                self.datasets.pop((ws, name), None)
+            return 200, None
         return 200, {"name": name, "task": ds["task"], "tags": ds["tags"], "metadata": ds["metadata"],
                      ("owner" if self.m["prefix"] == "rubrix" else "workspace"): ws}
 
@@ -460,6 +465,9 @@ def _make_handler(server: RubrixTestServer):
 
         def do_POST(self):
             self._serve("POST")
+
+        def do_DELETE(self):
+            self._serve("DELETE")
 
     return Handler
 

@@ -10,6 +10,11 @@ runs), the precision, the threads and the text length, so a later dry run on the
 
     ETA of a config = pairs / (pairs/s of one worker x workers) + one model load
     (workers: the pool's largest size; the stream moves from one config's model to the next with one load)
+
+With a dataset to log to (``--rubrix-dataset``), the logging time beside it: the records to log over the
+server's rate (``servers.rate``: stored from the last ``zs-ray log`` to that server, or measured now by a short
+probe into a scratch dataset that is deleted). Records are logged while the job predicts, so the run takes
+about the longer of the two.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -193,6 +198,7 @@ class DryRun:
     calibrations: dict = field(default_factory=dict)  # config -> Calibration
     eta_s: dict = field(default_factory=dict)  # config -> seconds
 
+    logs: list = field(default_factory=list)  # LogEstimate per dataset to log to
     log: None = None  # as RunSummary: nothing was logged
     log_error: None = None
 
@@ -224,7 +230,49 @@ class DryRun:
                          f"~{cal.chars:,.0f} chars; {source}; + {cal.load_s:.0f}s model load)")
         lines.append(f"ETA total: {_hms(self.total_eta_s)} (pairs before empty texts are skipped; pools at their "
                      "largest)")
+        for e in self.logs:
+            lines.append(f"logging {e.dataset}: {e.records:,} records " + (
+                f"at {e.rate.records_per_s:,.0f} records/s ({e.rate.describe()}): {_hms(e.seconds)}" if e.rate
+                else f": no logging time ({e.error})"))
+        if self.logs and all(e.rate for e in self.logs):
+            log_s = sum(e.seconds for e in self.logs)
+            longer = "the logging" if log_s > self.total_eta_s else "the compute"
+            lines.append(f"logging total: {_hms(log_s)} beside the compute ETA {_hms(self.total_eta_s)}; records are "
+                         f"logged while the job predicts, so {longer} sets the pace: about "
+                         f"{_hms(max(log_s, self.total_eta_s))} in all")
         return "\n".join(lines)
+
+
+@dataclass
+class LogEstimate:
+    """How long logging ``records`` records to ``dataset`` should take (``rate`` None: unknown, ``error`` why)."""
+
+    dataset: str
+    records: int
+    rate: Optional[object] = None  # servers.rate.LogRate
+    error: Optional[str] = None
+
+    @property
+    def seconds(self) -> float:
+        return self.records / self.rate.records_per_s
+
+
+def log_estimate(rubrix, dataset: str, records: int, labels: list, multi_label: bool, chars: float,
+                 rates: Optional[dict] = None) -> LogEstimate:
+    """The logging time of ``records`` records (a config's rows, or the subset a run logs) to ``dataset`` on
+    ``rubrix``'s server. ``rates``: rates measured by this dry run, by server (one probe per server)."""
+    from zs_ray.errors import ZsRayError
+    from zs_ray.servers import rate
+
+    config = replace(rubrix, rubrix_dataset=dataset)
+    rates = {} if rates is None else rates
+    try:
+        found = rate.stored(config, dataset) or rates.get(config.public_url)
+        if found is None:
+            found = rates[config.public_url] = rate.probe(config, list(labels), multi_label, chars)
+    except ZsRayError as exc:
+        return LogEstimate(dataset, records, None, str(exc))
+    return LogEstimate(dataset, records, found)
 
 
 def _hms(seconds: float) -> str:
@@ -232,9 +280,14 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def dry_run(config, plans, settings, pools) -> DryRun:
-    """The plan of ``plans`` (one per config) with each config's settings, and ETAs (``calibrate``)."""
+def dry_run(config, plans, settings, pools, rubrix=None) -> DryRun:
+    """The plan of ``plans`` (one per config) with each config's settings, and ETAs (``calibrate``); with
+    ``rubrix`` (server settings), each config's logging time too (``log_estimate``)."""
+    from zs_ray.servers.config import dataset_names
+
     out = DryRun([], pools)
+    names = dataset_names(rubrix.rubrix_dataset, list(settings)) if rubrix is not None else {}
+    rates: dict = {}
     store = _read_store()
     previous = None
     for plan in plans:
@@ -242,8 +295,12 @@ def dry_run(config, plans, settings, pools) -> DryRun:
         for split, rows in plan.split_rows.items():
             out.rows.append(PlanRow(plan.config, split, rows, rows * _sequences(preset.kind, preset.labels),
                                     preset.model))
-        cal = calibrate(preset.model, list(preset.labels), preset.hypothesis_template, mean_text_chars(plan),
+        chars = mean_text_chars(plan)
+        cal = calibrate(preset.model, list(preset.labels), preset.hypothesis_template, chars,
                         config.multi_label, config.precision, pools, store, preset.label_map)
+        if rubrix is not None:
+            out.logs.append(log_estimate(rubrix, names[plan.config], plan.num_rows, list(preset.labels),
+                                         config.multi_label, chars, rates))
         out.calibrations[plan.config] = cal
         pairs = plan.num_rows * _sequences(preset.kind, preset.labels)
         load = cal.load_s if preset.model != previous else 0.0  # the next config of the same model loads nothing

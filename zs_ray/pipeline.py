@@ -8,7 +8,7 @@ or nothing, and, with a dataset to log to, the records sent to the annotation se
 committed (``logstage.LiveLog``), then a last pass over the published output. Nothing holds the corpus in
 one process. Several configs (MLSum's languages) are one stream: each row carries its config, and the stages
 classify it with that config's model, template and labels (``presets``). ``--dry-run`` stops after the
-checks and the pools, with the plan and its ETA (``dryrun``).
+checks and the pools, with the plan and its ETA, and the logging time beside it (``dryrun``).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "
     connect_ray(config.ray_address)
     pools = plan_pools(config, cluster_capacity())
     if config.dry_run:
-        return dry_run(config, run.plans, run.settings, pools)
+        return dry_run(config, run.plans, run.settings, pools, rubrix)
     start = time.perf_counter()
     first = next(iter(run.settings.values()))
     precision = worker_precision(config.precision, pools.device, pools.model.gpus, first.model,

@@ -40,6 +40,7 @@ import pyarrow.dataset as pds
 from zs_ray.errors import ZsRayError
 from zs_ray.output import Output, open_output
 from zs_ray.servers import argilla2
+from zs_ray.servers import rate
 from zs_ray.servers import records as rec
 from zs_ray.servers.client import RubrixClient, RubrixError, client_for, with_retries
 from zs_ray.servers.config import SendConfig
@@ -70,6 +71,7 @@ class LogReport:
     warnings: list[str] = field(default_factory=list)
     ledger: str = ""
     wall_s: float = 0.0
+    send_s: float = 0.0  # from the first chunk handed to a sender to the last one answered
     driver_cpu_s: float = 0.0
     sender_cpu_s: float = 0.0
 
@@ -251,6 +253,8 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
         report.driver_cpu_s = _self_cpu() - cpu0
     for w in report.warnings[len(warnings):]:
         log.warning(w)
+    if report.ok and report.sent >= rate.STORE_MIN_RECORDS:  # the dry run's logging time (``rate``)
+        rate.store(config, report.server, report.sent, report.send_s, config.rubrix_dataset)
     return report
 
 
@@ -324,6 +328,7 @@ def _send_all(chunks: Iterator[Chunk], config: SendConfig, ledger: Ledger, repor
             report.errors.append(f"chunk {chunk.key} ({len(out['failed'])} records): {out['error']}")
             stop = True  # a refused or unreachable server: do not pile up more failures
 
+    t0 = None
     try:
         for chunk in chunks:
             while len(pending) >= config.senders and not stop:
@@ -332,11 +337,13 @@ def _send_all(chunks: Iterator[Chunk], config: SendConfig, ledger: Ledger, repor
                 report.not_attempted += len(chunk.ids)
                 continue
             report.chunks += 1
+            t0 = t0 or time.monotonic()
             pending[sender.remote(config_ref, *args, chunk.ids, chunk.encoded)] = chunk
         while pending:
             collect_one()
     finally:
         bar.close()
+        report.send_s += time.monotonic() - t0 if t0 else 0.0
 
 
 def _self_cpu() -> float:
