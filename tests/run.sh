@@ -14,6 +14,16 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
     echo "tests: no chromium and no root to install it; the report test will fail" >&2
   fi
 fi
+# The argilla-server 2.8 tests run on PostgreSQL too (tests/argilla2_server/postgres.py; they fail, never skip,
+# without it): install Debian's postgresql when no initdb is there and we may.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null && [ -z "${ZS_RAY_PG_BIN:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } \
+      >/dev/null 2>&1 || echo "tests: could not install postgresql; the PostgreSQL tests will fail" >&2
+  else
+    echo "tests: no PostgreSQL (initdb) and no root to install it; the PostgreSQL tests will fail" >&2
+  fi
+fi
 venv="${ZS_RAY_VENV:-.venv}"
 python3 -m venv "$venv"
 . "$venv/bin/activate"
