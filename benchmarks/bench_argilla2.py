@@ -246,7 +246,7 @@ def write(rows, chunk, rounds, by_db, errors, pg_version, load_before, load_afte
         "Reading: the server is the limit, on either database. It validates every item against the dataset's "
         "settings (a validation schema built per record), writes records and suggestions and looks up webhooks "
         "per record, in one Python process, so more parallel streams add little to what it takes, and the "
-        "database under it changes little for one server process (see /work/shared/notes/argilla2.md: with those "
+        "database under it changes little for one server process (measured in an earlier session: with those "
         "two per-record costs taken out the same server takes about 400 records/s on either). zs-ray's own CPU "
         f"per record (driver: Parquet, checks, JSON, ledger; senders: HTTP) is {min(cpu):,.0f}-{max(cpu):,.0f} us, "
         f"against {min(srv_us):,.0f}-{max(srv_us):,.0f} us of server time per record (1 / server-bound rate): "
