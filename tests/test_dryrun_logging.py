@@ -95,3 +95,8 @@ def test_dry_run_logging_time_on_1x(mode, tmp_path, monkeypatch, capsys, mlsum_d
         text = dry_run(capsys, mlsum_dir, nli_model, *flags)
         assert f"stored from the last log to {DS}" in logging_line(text).group(2), text
         assert sum(srv.writes[DS].values()) == writes and list(srv.datasets) == [(ws, DS)]
+        # --log-only: the subset's size (known before predicting) is what the logging time is of
+        text = dry_run(capsys, mlsum_dir, nli_model, *flags, "--sample", "10", "--uncertain", "5",
+                       "--log-only", "sample,uncertain")
+        assert re.search(rf"^logging {DS}: 15 records \(--log-only sample,uncertain of 40 rows\) at ", text, re.M), text
+        assert sum(srv.writes[DS].values()) == writes

@@ -231,7 +231,7 @@ class DryRun:
         lines.append(f"ETA total: {_hms(self.total_eta_s)} (pairs before empty texts are skipped; pools at their "
                      "largest)")
         for e in self.logs:
-            lines.append(f"logging {e.dataset}: {e.records:,} records " + (
+            lines.append(f"logging {e.dataset}: {e.records:,} records{e.note} " + (
                 f"at {e.rate.records_per_s:,.0f} records/s ({e.rate.describe()}): {_hms(e.seconds)}" if e.rate
                 else f": no logging time ({e.error})"))
         if self.logs and all(e.rate for e in self.logs):
@@ -251,10 +251,30 @@ class LogEstimate:
     records: int
     rate: Optional[object] = None  # servers.rate.LogRate
     error: Optional[str] = None
+    note: str = ""  # what the count is, when --log-only sends a subset
 
     @property
     def seconds(self) -> float:
         return self.records / self.rate.records_per_s
+
+
+def logged_records(rubrix, rows: int) -> tuple[int, str]:
+    """How many of a config's ``rows`` a run sends: all of them, or with ``--log-only`` the round-1 sample
+    plus the uncertainty queue (their sizes are known before predicting; records above the thresholds are
+    not, and are left out of the count with a note)."""
+    subsets = set(getattr(rubrix, "log_only", None) or ())
+    if not subsets:
+        return rows, ""
+    count = 0
+    if "sample" in subsets and rubrix.sample:
+        size = str(rubrix.sample).strip()
+        count += int(rows * float(size[:-1]) / 100) if size.endswith("%") else int(size)
+    if "uncertain" in subsets and rubrix.uncertain:
+        count += int(rubrix.uncertain)
+    count = min(count, rows)
+    note = f" (--log-only {','.join(sorted(subsets))} of {rows:,} rows"
+    note += ", plus those above the thresholds, known once predicted)" if "above-threshold" in subsets else ")"
+    return count, note
 
 
 def log_estimate(rubrix, dataset: str, records: int, labels: list, multi_label: bool, chars: float,
@@ -299,8 +319,11 @@ def dry_run(config, plans, settings, pools, rubrix=None) -> DryRun:
         cal = calibrate(preset.model, list(preset.labels), preset.hypothesis_template, chars,
                         config.multi_label, config.precision, pools, store, preset.label_map)
         if rubrix is not None:
-            out.logs.append(log_estimate(rubrix, names[plan.config], plan.num_rows, list(preset.labels),
-                                         config.multi_label, chars, rates))
+            records, note = logged_records(rubrix, plan.num_rows)
+            estimate = log_estimate(rubrix, names[plan.config], records, list(preset.labels),
+                                    config.multi_label, chars, rates)
+            estimate.note = note
+            out.logs.append(estimate)
         out.calibrations[plan.config] = cal
         pairs = plan.num_rows * _sequences(preset.kind, preset.labels)
         load = cal.load_s if preset.model != previous else 0.0  # the next config of the same model loads nothing
