@@ -32,6 +32,7 @@ DESCRIPTIONS = {
     "evaluate": "score the predictions against human (pulled) or gold labels: metrics.json + report.html",
     "thresholds": "per label, the lowest score threshold whose precision reaches a target (lower bound)",
     "bulk-label": "annotate the records above per-label thresholds on the server (dry run; --apply, --undo)",
+    "tune": "rank hypothesis templates and label phrasings by macro-F1 on labelled records; write the winner as presets",
 }
 
 
@@ -169,8 +170,15 @@ def run_bulk_label(settings, server) -> int:
     return 0 if report.ok else 1
 
 
+def run_tune(settings) -> int:
+    from zs_ray.workflow.tune import table, tune
+
+    print(table(tune(settings), settings.output), flush=True)
+    return 0
+
+
 RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
-           "thresholds": run_thresholds, "bulk-label": run_bulk_label}
+           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "tune": run_tune}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
