@@ -159,6 +159,8 @@ def run_manifest(config: AnnotateConfig, run: Run, counts: dict, **facts) -> dic
     one = next(iter(run.settings.values())) if len(run.settings) == 1 else None
     settings.update(model=one and one.model, labels=one and list(one.labels),
                     hypothesis_template=one and one.hypothesis_template, model_kind=one and one.kind)
+    if one is not None and one.verbalizers:  # the label phrasings (``engine.verbalize``), as the config's
+        settings.update(verbalizers=one.verbalizers, aggregate=one.aggregate)
     configs = {c: {**p.to_dict(), "rows": counts.get(c, (0, 0))[0], "skipped": counts.get(c, (0, 0))[1]}
                for c, p in run.settings.items() if c is not None}
     used = ",".join(c for c in run.settings if c is not None) or None

@@ -105,7 +105,7 @@ def load(path: Optional[str] = None) -> dict[str, Preset]:
             raise ZsRayError(f"{at}: verbalizers must map labels to their phrasings")
         verbalizer = Verbalizer.of(labels, verbalizers, str(aggregate), where=f"{at}: verbalizers")
         presets[str(name)] = Preset(entry["model"].strip(), template, labels,
-                                    verbalizers=_phrased(verbalizer.to_dict(), labels), aggregate=verbalizer.aggregate)
+                                    verbalizers=phrased(verbalizer.to_dict(), labels), aggregate=verbalizer.aggregate)
     return presets
 
 
@@ -125,11 +125,11 @@ def resolve(configs: Sequence[Optional[str]], presets_path: Optional[str], model
             base = TUTORIAL
         chosen = tuple(labels) if labels else base.labels
         out[config] = Preset(model or base.model, hypothesis_template or base.hypothesis_template, chosen,
-                             verbalizers=_phrased(base.verbalizers, chosen), aggregate=base.aggregate)
+                             verbalizers=phrased(base.verbalizers, chosen), aggregate=base.aggregate)
     return out
 
 
-def _phrased(verbalizers: Optional[dict], labels: Sequence[str]) -> Optional[dict]:
+def phrased(verbalizers: Optional[dict], labels: Sequence[str]) -> Optional[dict]:
     """The phrasings of ``labels`` other than the label itself (None when there are none)."""
     kept = {k: list(v) for k, v in (verbalizers or {}).items() if k in labels and list(v) != [k]}
     return kept or None

@@ -93,7 +93,7 @@ def current_settings(config, data):
                           verbalizers=m.get("verbalizers"), aggregate=m.get("aggregate") or "max")
     labels = tuple(config.labels) if config.labels else base.labels
     preset = presets.Preset(config.model or base.model, config.hypothesis_template or base.hypothesis_template,
-                            labels, verbalizers=presets._phrased(base.verbalizers, labels), aggregate=base.aggregate)
+                            labels, verbalizers=presets.phrased(base.verbalizers, labels), aggregate=base.aggregate)
     return m.get("config"), preset, bool(m.get("multi_label")) or config.multi_label
 
 
@@ -228,8 +228,8 @@ def write_outputs(config, result: dict, entries: dict) -> None:
 def table(result: dict, output: str) -> str:
     """The ranked candidates, then the verdict and what was written."""
     s = result["scoring"]
-    lines = [f"tuned on {s['texts']} labelled records: {len(result['candidates'])} candidates, {s['distinct_hypotheses']} "
-             f"distinct hypotheses, {s['pairs']} pairs scored {s['where']} in {s['seconds']:.1f}s",
+    lines = [f"tuned on {s['texts']} labelled records: {len(result['candidates'])} candidates, "
+             f"{s['distinct_hypotheses']} distinct hypotheses, {s['pairs']} pairs scored {s['where']} in {s['seconds']:.1f}s",
              f"{'rank':>4}  {'macro-F1':>8}  {'95% interval':>15}  {'vs current':>10}  {'accuracy':>8}  candidate"]
     for row in result["candidates"]:
         ci = row["macro_f1_ci95"]
