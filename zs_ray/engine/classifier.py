@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+from zs_ray.checks import parse_labels
 from zs_ray.engine.model import NliScorer
 from zs_ray.engine.nli import load_model_config
 from zs_ray.engine.pairs import PairEncoder
 from zs_ray.engine.postprocess import ranked
-from zs_ray.checks import parse_labels
 from zs_ray.engine.supervised import CLASSIFIER, TextEncoder, class_map, model_kind
 from zs_ray.engine.verbalize import Verbalizer
 from zs_ray.errors import ZsRayError
