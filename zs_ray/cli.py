@@ -33,6 +33,7 @@ DESCRIPTIONS = {
     "thresholds": "per label, the lowest score threshold whose precision reaches a target (lower bound)",
     "bulk-label": "annotate the records above per-label thresholds on the server (dry run; --apply, --undo)",
     "audit": "the people's answers on bulk-label's audit sample: realised precision per label (--undo-failing)",
+    "tune": "rank hypothesis templates and label phrasings by macro-F1 on labelled records; write the winner as presets",
 }
 
 
@@ -188,8 +189,15 @@ def run_audit(settings, server) -> int:
     return 1 if (result.get("undo_failing") or {}).get("not_restored") else 0
 
 
+def run_tune(settings) -> int:
+    from zs_ray.workflow.tune import table, tune
+
+    print(table(tune(settings), settings.output), flush=True)
+    return 0
+
+
 RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
-           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "audit": run_audit}
+           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "audit": run_audit, "tune": run_tune}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,7 +24,8 @@ from typing import Literal, Optional, Union
 from zs_ray.checks import check_precision, check_template, parse_label_map, parse_labels
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.config import ServerConfig
-from zs_ray.workflow.config import AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig
+from zs_ray.workflow.config import (AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig,
+                                     TuneConfig)
 
 _POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -191,4 +192,5 @@ COMMANDS = {
     "thresholds": (ThresholdsConfig,),
     "bulk-label": (BulkLabelConfig, ServerConfig),
     "audit": (AuditConfig, ServerConfig),
+    "tune": (TuneConfig,),
 }

@@ -313,7 +313,7 @@ def dry_run(config, plans, settings, pools, rubrix=None) -> DryRun:
     for plan in plans:
         preset = settings[plan.config]
         for split, rows in plan.split_rows.items():
-            out.rows.append(PlanRow(plan.config, split, rows, rows * _sequences(preset.kind, preset.labels),
+            out.rows.append(PlanRow(plan.config, split, rows, rows * preset.sequences_per_text,
                                     preset.model))
         chars = mean_text_chars(plan)
         cal = calibrate(preset.model, list(preset.labels), preset.hypothesis_template, chars,
@@ -325,7 +325,7 @@ def dry_run(config, plans, settings, pools, rubrix=None) -> DryRun:
             estimate.note = note
             out.logs.append(estimate)
         out.calibrations[plan.config] = cal
-        pairs = plan.num_rows * _sequences(preset.kind, preset.labels)
+        pairs = plan.num_rows * preset.sequences_per_text
         load = cal.load_s if preset.model != previous else 0.0  # the next config of the same model loads nothing
         out.eta_s[plan.config] = pairs / (cal.pairs_per_s * pools.model.max) + load
         previous = preset.model

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 def stages(config: AnnotateConfig, settings: dict, text_field: str, pools: Pools) -> list[Stage]:
     """The stages between read and write, in order; ``settings``: each config's model, labels and template."""
     per_config = {c: {"model": p.model, "labels": list(p.labels), "hypothesis_template": p.hypothesis_template,
-                      "kind": p.kind, "label_map": p.label_map} for c, p in settings.items()}
+                      "kind": p.kind, "label_map": p.label_map, "verbalizers": p.verbalizers, "aggregate": p.aggregate}
+                  for c, p in settings.items()}
     return [
         Stage("tokenize", TokenizeStage, dict(settings=per_config, text_field=text_field),
               batch_size=TEXTS_PER_TOKENIZE, pool=pools.tokenize),
@@ -129,9 +130,11 @@ def model_kinds(settings: dict, config: AnnotateConfig) -> dict:
         if kind == NLI:
             if config.label_map:
                 raise ZsRayError(f"--label-map is for supervised classifiers; {p.model!r} is an NLI model")
-            PairEncoder(p.model, p.labels, p.hypothesis_template)  # the tokenizer loads, hypotheses fit
+            PairEncoder(p.model, p.labels, p.hypothesis_template, p.verbalizer())  # the tokenizer loads, hypotheses fit
             out[c] = replace(p, kind=kind)
             continue
+        if p.verbalizers:
+            raise ZsRayError(f"verbalizers (--presets) are for NLI models; {p.model!r} is a supervised classifier")
         asked = config.labels or (None if config.model else p.labels)
         classes = class_map(models[p.model], asked, config.label_map, config.multi_label)
         TextEncoder(p.model)  # the tokenizer loads
@@ -156,6 +159,8 @@ def run_manifest(config: AnnotateConfig, run: Run, counts: dict, **facts) -> dic
     one = next(iter(run.settings.values())) if len(run.settings) == 1 else None
     settings.update(model=one and one.model, labels=one and list(one.labels),
                     hypothesis_template=one and one.hypothesis_template, model_kind=one and one.kind)
+    if one is not None and one.verbalizers:  # the label phrasings (``engine.verbalize``), as the config's
+        settings.update(verbalizers=one.verbalizers, aggregate=one.aggregate)
     configs = {c: {**p.to_dict(), "rows": counts.get(c, (0, 0))[0], "skipped": counts.get(c, (0, 0))[1]}
                for c, p in run.settings.items() if c is not None}
     used = ",".join(c for c in run.settings if c is not None) or None
@@ -195,8 +200,7 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "
 
     seconds = time.perf_counter() - start
     rows, skipped = sum(n for n, _ in counts.values()), sum(k for _, k in counts.values())
-    pairs = sum((n - k) * (len(run.settings[c].labels) if run.settings[c].kind == NLI else 1)
-                for c, (n, k) in counts.items())  # a classifier: one sequence per text
+    pairs = sum((n - k) * run.settings[c].sequences_per_text for c, (n, k) in counts.items())
     workers = f"{pools.model} model worker(s) in {precision()} of the Ray cluster at {cluster_address()}"
     summary = RunSummary(rows, skipped, pairs, seconds, config.output, workers, resumed=run.target.resumed_rows)
     if rubrix is not None:

@@ -2,7 +2,9 @@
 
 Sorts the block's pairs by length, runs the model (``engine.NliScorer``; a supervised classifier: one
 sequence per row, its classes' probabilities through ``engine.supervised.ClassMap``), ranks each row's labels and
-replaces the token columns by ``output.PREDICTION_SCHEMA``'s columns (nulls for rows without text).
+replaces the token columns by ``output.PREDICTION_SCHEMA``'s columns (nulls for rows without text). With
+verbalizers (``engine.verbalize``) each label's score comes from its phrasings' pairs. For ``zs-ray tune``
+(settings with ``hypotheses``) it returns the raw ``logits`` of every pair instead.
 
 In a multi-language run each config has its own model and labels: an actor loads a model when the first
 row of a config that uses it comes (rows come config by config, so the pool moves from one language's
@@ -22,7 +24,7 @@ from zs_ray.engine import NliScorer, Pairs, load_model_config, ranked, resolve_p
 from zs_ray.engine.classifier import score
 from zs_ray.engine.supervised import NLI, class_map
 from zs_ray.output import PREDICTION_SCHEMA, config_runs, prediction_table
-from zs_ray.tokenize import TOKEN_COLUMNS, flat_pairs
+from zs_ray.tokenize import TOKEN_COLUMNS, flat_pairs, verbalizer
 
 # Texts per call, whose pairs are sorted by length and cut into forward passes by the token budget: on a
 # GPU (65,536 tokens per pass) 256 summaries x 6 labels fill barely 1.3 passes, so GPU calls take 1,024
@@ -44,6 +46,7 @@ class ModelStage:
         self.options = (multi_label, precision, device, batch_size)
         self.scorers: OrderedDict[str, NliScorer] = OrderedDict()
         self.class_maps: dict = {}  # config -> a supervised classifier's ClassMap
+        self.verbalizers: dict = {}  # config -> its Verbalizer, or None
         self.scorer(settings[next(iter(settings))])
 
     def scorer(self, s: dict) -> NliScorer:
@@ -65,13 +68,25 @@ class ModelStage:
                                                 self.options[0])
         return self.class_maps[config]
 
+    def verbalizer(self, config):
+        if config not in self.verbalizers:
+            self.verbalizers[config] = verbalizer(self.settings[config])
+        return self.verbalizers[config]
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        parts = [self.predict(part, self.scorer(self.settings[config]), self.settings[config]["labels"],
-                              self.class_map(config))
-                 for config, part in config_runs(batch)]
+        parts = []
+        for config, part in config_runs(batch):
+            s = self.settings[config]
+            if s.get("hypotheses"):  # zs-ray tune: the raw logits of every hypothesis
+                parts.append(self.raw_logits(part, self.scorer(s), len(s["hypotheses"])))
+            else:
+                parts.append(self.predict(part, self.scorer(s), s["labels"], self.class_map(config),
+                                          self.verbalizer(config)))
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def predict(self, batch: pa.Table, scorer: NliScorer, labels: list, classes=None) -> pa.Table:
+    @staticmethod
+    def pairs(batch: pa.Table, per_text: int) -> tuple[np.ndarray, Pairs]:
+        """(the rows that have pairs, their pairs) of a block's token columns."""
         # Token ids go from Arrow to numpy without a Python list per pair (it matters when a GPU is fast).
         ids = batch.column("input_ids").combine_chunks()
         keep = np.flatnonzero(ids.is_valid().to_numpy(zero_copy_only=False))
@@ -80,8 +95,24 @@ class ModelStage:
         types = batch.column("token_type_ids").combine_chunks()
         if len(keep) and types.null_count < len(types):
             flat_types, _ = flat_pairs(types)
-        probs = score(scorer, Pairs(flat, lengths, flat_types, 1 if classes else len(labels)), classes)
-        ranked_labels, scores = [None] * len(ids), [None] * len(ids)
+        return keep, Pairs(flat, lengths, flat_types, per_text)
+
+    def raw_logits(self, batch: pa.Table, scorer: NliScorer, per_text: int) -> pa.Table:
+        """The token columns replaced by ``logits`` (per row: its pairs' logits end to end, float32)."""
+        keep, pairs = self.pairs(batch, per_text)
+        logits = scorer.logits(pairs.ids, pairs.lengths, pairs.type_ids)
+        logits = logits.reshape(len(keep), per_text * logits.shape[1])
+        rows: list = [None] * batch.num_rows
+        for j, i in enumerate(keep):
+            rows[i] = logits[j]
+        column = pa.array(rows, pa.list_(pa.float32()))
+        return batch.drop_columns(list(TOKEN_COLUMNS)).append_column("logits", column)
+
+    def predict(self, batch: pa.Table, scorer: NliScorer, labels: list, classes=None, verbalizer=None) -> pa.Table:
+        per_text = 1 if classes else (sum(map(len, verbalizer.phrasings)) if verbalizer else len(labels))
+        keep, pairs = self.pairs(batch, per_text)
+        probs = score(scorer, pairs, classes, verbalizer)
+        ranked_labels, scores = [None] * batch.num_rows, [None] * batch.num_rows
         for j, i in enumerate(keep):
             ranked_labels[i], scores[i] = ranked(labels, probs[j])
         result = prediction_table(ranked_labels, scores)

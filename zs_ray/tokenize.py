@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from zs_ray.engine import PairEncoder
+from zs_ray.engine import PairEncoder, Verbalizer
 from zs_ray.engine.supervised import CLASSIFIER, TextEncoder
 from zs_ray.output import config_runs
 
@@ -24,7 +24,8 @@ TEXTS_PER_BATCH = 256  # one tokenizer call: ~0.2 s of full articles on one CPU
 
 
 class TokenizeStage:
-    """``settings``: config (None without configs) -> {"model", "labels", "hypothesis_template", "kind"}."""
+    """``settings``: config (None without configs) -> {"model", "labels", "hypothesis_template", "kind",
+    "verbalizers", "aggregate"} (or {"model", "hypotheses"}: pairs with these hypotheses as given)."""
 
     def __init__(self, settings: dict, text_field: str):
         self.settings, self.text_field = settings, text_field
@@ -34,8 +35,12 @@ class TokenizeStage:
     def encoder(self, config) -> "PairEncoder | TextEncoder":
         if config not in self.encoders:
             s = self.settings[config]
-            self.encoders[config] = (TextEncoder(s["model"]) if s.get("kind") == CLASSIFIER
-                                     else PairEncoder(s["model"], s["labels"], s["hypothesis_template"]))
+            if s.get("kind") == CLASSIFIER:
+                self.encoders[config] = TextEncoder(s["model"])
+            elif s.get("hypotheses"):  # zs-ray tune: every distinct hypothesis of its candidates, as given
+                self.encoders[config] = PairEncoder.for_hypotheses(s["model"], s["hypotheses"])
+            else:
+                self.encoders[config] = PairEncoder(s["model"], s["labels"], s["hypothesis_template"], verbalizer(s))
         return self.encoders[config]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -50,6 +55,13 @@ class TokenizeStage:
         types = (pairs_column(pairs.type_ids, pairs.lengths, kept, pairs.n_labels) if pairs.type_ids is not None
                  else pa.nulls(len(texts), PAIRS_TYPE))
         return batch.append_column("token_type_ids", types)
+
+
+def verbalizer(settings: dict):
+    """The ``Verbalizer`` of a config's settings (None without verbalizers)."""
+    if not settings.get("verbalizers"):
+        return None
+    return Verbalizer.of(settings["labels"], settings["verbalizers"], settings.get("aggregate") or "max")
 
 
 def pairs_column(values: np.ndarray, lengths: np.ndarray, kept: np.ndarray, n_labels: int) -> pa.Array:

@@ -39,6 +39,7 @@ Modules:
 * ``pairs``: ``Pairs`` and ``PairEncoder`` (pairing texts with hypotheses).
 * ``batching``: length sorting and the padded-token budget (``plan_batches``).
 * ``postprocess``: logits to label probabilities, labels ranked by score.
+* ``verbalize``: several phrasings per label (``Verbalizer``), a label's logit from its phrasings' (max or mean).
 * ``kernels``: the CPU kernels (bf16 attention, oneDNN linears, int8 linears, [CLS]-only last layer).
 * ``deberta``: DeBERTa-v2's disentangled attention and [CLS]-only last layer, exact in fp32.
 * ``guard``: the load-time check of a mode against transformers' fp32 logits.
@@ -73,9 +74,13 @@ from zs_ray.engine.nli import NliLabels, check_model, load_model_config, nli_lab
 from zs_ray.engine.pairs import PairEncoder, Pairs
 from zs_ray.engine.postprocess import label_probabilities, ranked
 from zs_ray.engine.supervised import ClassMap, TextEncoder, class_map, model_classes, model_kind
+from zs_ray.engine.verbalize import AGGREGATES, Verbalizer, label_logits
 
 __all__ = [
+    "AGGREGATES",
     "AGREEMENT_BOUNDS",
+    "Verbalizer",
+    "label_logits",
     "ClassMap",
     "TextEncoder",
     "class_map",

@@ -34,6 +34,7 @@ from zs_ray.engine.onnx import onnx_int8_model
 from zs_ray.engine.pairs import Pairs
 from zs_ray.engine.postprocess import label_probabilities
 from zs_ray.engine.supervised import NLI
+from zs_ray.engine.verbalize import Verbalizer, label_logits
 from zs_ray.errors import ZsRayError
 
 log = logging.getLogger(__name__)
@@ -238,9 +239,13 @@ class NliScorer:
                 out[self._to_device(torch.from_numpy(idx))] = self.model(**inputs).logits.float()
         return out.cpu().numpy()
 
-    def probabilities(self, pairs: Pairs) -> np.ndarray:
-        """Per text, the probability of each candidate label (in label order): [texts, labels]."""
+    def probabilities(self, pairs: Pairs, verbalizer: Optional[Verbalizer] = None) -> np.ndarray:
+        """Per text, the probability of each candidate label (in label order): [texts, labels]. With a
+        ``verbalizer``, the pairs are its hypotheses and each label's score comes from its phrasings'."""
+        n_labels = len(verbalizer.labels) if verbalizer is not None else pairs.n_labels
         if pairs.n_texts == 0:
-            return np.empty((0, pairs.n_labels))
-        logits = self.logits(pairs.ids, pairs.lengths, pairs.type_ids)
-        return label_probabilities(logits.reshape(pairs.n_texts, pairs.n_labels, -1), self.nli, self.multi_label)
+            return np.empty((0, n_labels))
+        logits = self.logits(pairs.ids, pairs.lengths, pairs.type_ids).reshape(pairs.n_texts, pairs.n_labels, -1)
+        if verbalizer is not None:
+            logits = label_logits(logits, verbalizer.groups, verbalizer.aggregate, self.nli, self.multi_label)
+        return label_probabilities(logits, self.nli, self.multi_label)

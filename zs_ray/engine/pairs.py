@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from zs_ray.checks import check_template, parse_labels
+from zs_ray.engine.verbalize import Verbalizer
 from zs_ray.errors import ZsRayError
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,28 @@ class PairEncoder:
 
     PROBE_TEXTS = 4  # real texts checked against the tokenizer's own pair encoding on the first call
 
-    def __init__(self, model: str, candidate_labels: Sequence[str], hypothesis_template: str):
+    def __init__(self, model: str, candidate_labels: Sequence[str], hypothesis_template: str,
+                 verbalizer: Optional[Verbalizer] = None):
         self.labels = parse_labels(candidate_labels)
-        self.hypotheses = [check_template(hypothesis_template).format(label) for label in self.labels]
+        template = check_template(hypothesis_template)
+        if verbalizer is not None and tuple(verbalizer.labels) != self.labels:
+            raise ZsRayError(f"the verbalizer's labels ({', '.join(verbalizer.labels)}) are not the candidate "
+                             f"labels ({', '.join(self.labels)})")
+        # One hypothesis per label, or (a verbalizer) per phrasing of each label, label by label.
+        self.hypotheses = (verbalizer.hypotheses(template) if verbalizer is not None
+                           else [template.format(label) for label in self.labels])
+        self._load(model)
+
+    @classmethod
+    def for_hypotheses(cls, model: str, hypotheses: Sequence[str]) -> "PairEncoder":
+        """An encoder of these hypotheses as given (``labels`` = the hypotheses): ``zs-ray tune`` pairs each
+        text once with every distinct hypothesis of its candidates."""
+        encoder = cls.__new__(cls)
+        encoder.labels, encoder.hypotheses = tuple(hypotheses), list(hypotheses)
+        encoder._load(model)
+        return encoder
+
+    def _load(self, model: str) -> None:
         self.tokenizer, self.max_length, self.with_types = load_tokenizer(model)
         hyp_ids = self._single(self.hypotheses)
         self._check_room(hyp_ids)

@@ -43,6 +43,7 @@ class Labelled:
     annotated: Optional[np.ndarray] = None  # pull: has any annotation (a person's or a bulk label)
     notes: list[str] = field(default_factory=list)  # what was left out, and why
     unmapped: dict = field(default_factory=dict)
+    text: Optional[np.ndarray] = None  # object: each record's text, when asked for (``zs-ray tune``)
 
     @property
     def has_gold(self) -> np.ndarray:
@@ -60,7 +61,8 @@ def top(labels, scores) -> tuple[Optional[str], float]:
     return labels[i], float(scores[i])
 
 
-def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk",)) -> Labelled:
+def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk",), with_text: bool = False
+                ) -> Labelled:
     if not os.path.exists(path):
         raise ZsRayError(f"--input {path} does not exist")
     try:
@@ -104,6 +106,9 @@ def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk
     labelled.labels = sorted({p for p in preds if p} | {g for g in gold if g}
                              | {x for ls in cols["prediction_labels"] if ls for x in ls})
     labelled.notes = [f"{n} annotated records left out ({w})" for w, n in sorted(why.items())]
+    if with_text:
+        labelled.text = np.array(table.column("text").to_pylist() if "text" in table.schema.names
+                                 else [None] * table.num_rows, dtype=object)
     return labelled
 
 
@@ -114,15 +119,21 @@ def load_label_map(path: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items() if v is not None}
 
 
-def load_output(uri: str, gold_column: str, label_map_path: str) -> Labelled:
+def load_output(uri: str, gold_column: str, label_map_path: str, config: Optional[str] = None,
+                with_text: bool = False) -> Labelled:
     from zs_ray.output import open_output
 
     out = open_output(uri)
+    if config is not None:
+        if config not in out.configs:
+            raise ZsRayError(f"--config {config!r} is not a config of {uri} ({', '.join(out.configs) or 'none'})")
+        out = out.for_config(config)
     names = out.dataset.schema.names
     if gold_column not in names:
         raise ZsRayError(f"--gold-column {gold_column!r} is not a column of {uri} ({', '.join(names)})")
     mapping = load_label_map(label_map_path)
-    table = out.dataset.to_table(columns=["id", "prediction", "score", gold_column])
+    text = [out.text_field] if with_text and out.text_field != gold_column else []
+    table = out.dataset.to_table(columns=["id", "prediction", "score", gold_column, *text])
     if table.num_rows == 0:
         raise ZsRayError(f"{uri} holds no rows")
     raw = table.column(gold_column).to_pylist()
@@ -141,6 +152,8 @@ def load_output(uri: str, gold_column: str, label_map_path: str) -> Labelled:
                         np.array(table.column("prediction").to_pylist(), dtype=object), score,
                         np.array(gold, dtype=object), list(candidates) or sorted(set(mapping.values())))
     labelled.unmapped = dict(unmapped.most_common())
+    if with_text:
+        labelled.text = np.array(table.column(out.text_field).to_pylist(), dtype=object)
     if unmapped:
         labelled.notes.append(f"{sum(unmapped.values())} rows left out: their {gold_column} is not in the label map "
                               f"({', '.join(f'{k} {v}' for k, v in unmapped.most_common(8))})")
@@ -151,13 +164,15 @@ def load_output(uri: str, gold_column: str, label_map_path: str) -> Labelled:
 
 
 def load(input: str, gold_column: Optional[str] = None, label_map: Optional[str] = None,
-         statuses=("Validated",), exclude_agents=("zs-ray-bulk",)) -> Labelled:
+         statuses=("Validated",), exclude_agents=("zs-ray-bulk",), config: Optional[str] = None,
+         with_text: bool = False) -> Labelled:
+    """The records of ``input`` (with ``with_text``, their texts too; ``config``: one config's rows of an output)."""
     if gold_column:
-        return load_output(input, gold_column, label_map)
+        return load_output(input, gold_column, label_map, config, with_text)
     if os.path.isdir(input):
         raise ZsRayError(f"--input {input} is a directory: for an annotation-job output give --gold-column and "
                          "--label-map; for annotations, a `zs-ray pull` file")
-    return load_pulled(input, tuple(statuses), tuple(exclude_agents))
+    return load_pulled(input, tuple(statuses), tuple(exclude_agents), with_text)
 
 
 def require_labels(data: Labelled, minimum: int = 1) -> None:

@@ -6,7 +6,8 @@ Metrics (scikit-learn computes them; nothing here re-implements a metric it has)
   F1 and support, the confusion matrix (rows gold, columns predicted);
 * 95% confidence intervals: Wilson score intervals for the proportions (accuracy, each label's precision
   and recall: binomial proportions, where Wilson keeps its coverage at small n and near 0 or 1, unlike
-  the normal approximation), a seeded percentile bootstrap for macro-F1 (not a proportion);
+  the normal approximation), a seeded percentile bootstrap for macro-F1 (not a proportion;
+  ``bootstrap_macro_f1``, which ``zs-ray tune`` shares for its paired comparisons);
 * coverage and precision against the score threshold t (0.00 to 1.00 by 0.01): the share of records with
   score >= t, and the accuracy among them; the same per predicted label (coverage within that label);
 * calibration: expected calibration error over ``bins`` equal-width bins of the top score (sum over bins
@@ -75,6 +76,32 @@ def calibration(score, correct, bins: int) -> dict:
             "curve": {"mean_score": prob_pred.tolist(), "accuracy": prob_true.tolist()}}
 
 
+def bootstrap_macro_f1(gold, preds, labels, resamples: int, seed: int = 0) -> np.ndarray:
+    """Macro-F1 over ``labels`` of each prediction array in ``preds`` on ``resamples`` seeded bootstrap
+    resamples of the records: [len(preds), resamples]. Every prediction array is scored on the same
+    resamples (paired), so the difference of two has its own interval (``zs-ray tune``)."""
+    from sklearn.metrics import f1_score
+
+    gold = np.asarray(gold, dtype=object)
+    preds = [np.asarray(p, dtype=object) for p in preds]
+    n = len(gold)
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(preds), resamples))
+    for b in range(resamples):
+        i = rng.integers(0, n, n)
+        for c, pred in enumerate(preds):
+            out[c, b] = f1_score(gold[i], pred[i], labels=labels, average="macro", zero_division=0)
+    return out
+
+
+def percentile_ci(values, confidence: float = 0.95) -> Optional[list[float]]:
+    """The percentile interval of bootstrap ``values`` (None without any)."""
+    if len(values) == 0:
+        return None
+    tail = 100 * (1 - confidence) / 2
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
 def compute_metrics(gold, pred, score, candidate_labels, bins: int = 10, bootstrap: int = 1000,
                     seed: int = 0) -> dict:
     """Every metric of the report from aligned arrays of human labels, predictions and scores."""
@@ -91,11 +118,7 @@ def compute_metrics(gold, pred, score, candidate_labels, bins: int = 10, bootstr
     k = int(correct.sum())
     p, r, f, s = precision_recall_fscore_support(gold, pred, labels=labels, zero_division=0)
     macro = float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(bootstrap):
-        i = rng.integers(0, n, n)
-        boots.append(f1_score(gold[i], pred[i], labels=labels, average="macro", zero_division=0))
+    boots = bootstrap_macro_f1(gold, [pred], labels, bootstrap, seed)[0]
     per_label = {}
     for j, lab in enumerate(labels):
         tp = int(((pred == lab) & (gold == lab)).sum())
@@ -109,7 +132,7 @@ def compute_metrics(gold, pred, score, candidate_labels, bins: int = 10, bootstr
         "accuracy": float(accuracy_score(gold, pred)),
         "accuracy_ci95": wilson(k, n),
         "macro_f1": macro,
-        "macro_f1_ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else None,
+        "macro_f1_ci95": percentile_ci(boots),
         "per_label": per_label,
         "confusion_matrix": {"labels": labels, "rows": "gold", "columns": "predicted",
                              "matrix": confusion_matrix(gold, pred, labels=labels).tolist()},
