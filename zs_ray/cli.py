@@ -32,6 +32,8 @@ DESCRIPTIONS = {
     "evaluate": "score the predictions against human (pulled) or gold labels: metrics.json + report.html",
     "thresholds": "per label, the lowest score threshold whose precision reaches a target (lower bound)",
     "bulk-label": "annotate the records above per-label thresholds on the server (dry run; --apply, --undo)",
+    "train": "fine-tune a student classifier on the human labels with Ray Train; test it against the zero-shot "
+             "predictions",
 }
 
 
@@ -169,8 +171,19 @@ def run_bulk_label(settings, server) -> int:
     return 0 if report.ok else 1
 
 
+def run_train(settings) -> int:
+    from zs_ray.train import TrainFailed, train
+
+    try:
+        print(train(settings), flush=True)
+    except TrainFailed as exc:
+        print(f"zs-ray: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
-           "thresholds": run_thresholds, "bulk-label": run_bulk_label}
+           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "train": run_train}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -194,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
-        resume = "; run the same command again to resume" if argv[0] == "annotate" else ""
+        resume = "; run the same command again to resume" if argv[0] in ("annotate", "train") else ""
         print(f"zs-ray: stopped by {stopped_by}{resume}", file=sys.stderr, flush=True)
         return 128 + (signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT)
 

@@ -24,7 +24,7 @@ from typing import Literal, Optional, Union
 from zs_ray.checks import check_precision, check_template, parse_label_map, parse_labels
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.config import ServerConfig
-from zs_ray.workflow.config import BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig
+from zs_ray.workflow.config import BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig, TrainConfig
 
 _POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -186,4 +186,5 @@ COMMANDS = {
     "evaluate": (EvaluateConfig,),
     "thresholds": (ThresholdsConfig,),
     "bulk-label": (BulkLabelConfig, ServerConfig),
+    "train": (TrainConfig,),
 }
