@@ -21,8 +21,9 @@ THRESHOLDS = {"deportes": 0.8, "cultura": 0.7}
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """A tiny ELECTRA NLI model (real WordPiece tokenizer) with ordinary initialisation: its 3-way head is replaced."""
-    return str(build_nli_model(tmp_path_factory.mktemp("base"), initializer_range=0.02))
+    """A tiny ELECTRA NLI model (real WordPiece tokenizer; 2 layers, hidden 64) with ordinary initialisation: its
+    3-way head is replaced. (At hidden 32 learning the topics in 6 epochs depends on the seed.)"""
+    return str(build_nli_model(tmp_path_factory.mktemp("base"), hidden=64, ffn=128, initializer_range=0.02))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_train_resumes_and_annotate_runs_the_student(ray_local, tmp_path, pulled
     path, _ = pulled
     out = tmp_path / "student"
     argv = ["--input", str(path), "--base-model", base, "--output", str(out), "--epochs", "6", "--learning-rate",
-            "5e-3", "--thresholds", str(tmp_path / "thresholds.json"), "--bootstrap", "50"]
+            "2e-3", "--thresholds", str(tmp_path / "thresholds.json"), "--bootstrap", "50"]
     (tmp_path / "thresholds.json").write_text(json.dumps({"labels": {k: {"threshold": v} for k, v in THRESHOLDS.items()}}))
     storage = tmp_path / ".student.zs-ray-train"
     with pytest.raises(TrainFailed, match="injected failure.*run the same command again to resume"):
