@@ -45,7 +45,8 @@ def test_splits_keep_the_sample_out_and_mark_zero_shot_labels(pulled):
     assert sorted(human + data.validation.ids) == sorted(r["id"] for r in rows[80:340])
     assert not set(human) & set(data.validation.ids) and len(data.validation) == 26
     assert set(data.validation.label) == set(TOPICS)  # stratified
-    expected = [r["id"] for r in rows[340:] if THRESHOLDS.get(r["prediction_labels"][0], 2) <= r["prediction_scores"][0]]
+    expected = [r["id"] for r in rows[340:]
+                if THRESHOLDS.get(r["prediction_labels"][0], 2) <= r["prediction_scores"][0]]
     weak = [(i, lab, w) for i, lab, s, w in zip(data.train.ids, data.train.label, data.train.source, data.train.weight)
             if s == "zero-shot"]
     assert expected and [i for i, _, _ in weak] == expected
@@ -69,7 +70,8 @@ def test_train_resumes_and_annotate_runs_the_student(ray_local, tmp_path, pulled
     out = tmp_path / "student"
     argv = ["--input", str(path), "--base-model", base, "--output", str(out), "--epochs", "6", "--learning-rate",
             "2e-3", "--thresholds", str(tmp_path / "thresholds.json"), "--bootstrap", "50"]
-    (tmp_path / "thresholds.json").write_text(json.dumps({"labels": {k: {"threshold": v} for k, v in THRESHOLDS.items()}}))
+    thresholds = {"labels": {k: {"threshold": v} for k, v in THRESHOLDS.items()}}
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
     storage = tmp_path / ".student.zs-ray-train"
     with pytest.raises(TrainFailed, match="injected failure.*run the same command again to resume"):
         train(parse("train", argv)[0], callbacks=[FailAfterSecondCheckpoint()])

@@ -134,7 +134,8 @@ def prepare(config, thresholds: Optional[dict] = None) -> TrainData:
     human &= np.array([isinstance(t, str) and bool(t.strip()) for t in texts], dtype=bool)
     unknown = Counter(g for g in data.gold[human] if g not in labels)
     if unknown:
-        raise ZsRayError(f"human labels the student does not have: {', '.join(f'{k} ({v})' for k, v in sorted(unknown.items()))}"
+        found = ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items()))
+        raise ZsRayError(f"human labels the student does not have: {found}"
                          f"; the student's labels (--labels): {', '.join(labels)}")
     notes = list(data.notes)
     all_human = np.nonzero(human)[0]

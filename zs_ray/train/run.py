@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "zs-ray-train.json"
 METRICS = "metrics.json"
 ROWS = "training-rows.parquet"
+SUMMARY_METRICS = ("records", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")
 HYPER = ("base_model", "epochs", "batch_size", "learning_rate", "weight_decay", "max_length", "seed", "device")
 
 
@@ -132,8 +133,8 @@ def fit(config, data: TrainData, storage: str, name: str, workers: int, gpu: boo
     try:
         return trainer.fit()
     except TrainingFailedError as exc:
-        raise TrainFailed(f"training failed: {_reason(exc)}; its checkpoints are kept in {storage}/{name}: run the same "
-                          "command again to resume from the latest") from None
+        raise TrainFailed(f"training failed: {_reason(exc)}; its checkpoints are kept in {storage}/{name}: run the "
+                          "same command again to resume from the latest") from None
 
 
 def _reason(exc) -> str:
@@ -192,9 +193,8 @@ def train(config, callbacks: Sequence = ()) -> TrainSummary:
     name = run_name(config, data, workers)
     result = fit(config, data, storage, name, workers, gpu, callbacks)
     checkpoint, best = _best(result, len(data.validation) > 0)
-    first = [m.get("resumed_from_step", 0) for _, m in (result.best_checkpoints or [])]
     run = {"storage": storage, "name": name, "workers": workers, "device": "gpu" if gpu else "cpu",
-           "resumed_from_step": int((result.metrics or {}).get("resumed_from_step", min(first, default=0))),
+           "resumed_from_step": int((result.metrics or {}).get("resumed_from_step", 0)),
            "steps": int((result.metrics or {}).get("step", 0)), "best": _plain(best),
            "last": _plain(result.metrics or {})}
     tmp = _hidden(output, "zs-ray-student")
@@ -244,6 +244,6 @@ def _manifest(config, data: TrainData, run: dict, student: dict, teacher: dict) 
     return {"kind": "zs-ray student", "base_model": config.base_model, "labels": data.labels,
             "input": data.source, "rows": data.counts(), "test_rule": data.test_rule, "notes": data.notes,
             "seed": config.seed, "settings": settings, "ray_train": run,
-            "test_metrics": {who: {k: m[k] for k in ("records", "accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95")}
+            "test_metrics": {who: {k: m[k] for k in SUMMARY_METRICS}
                              for who, m in (("student", student), ("teacher", teacher))},
             "versions": {"ray": ray.__version__, "torch": torch.__version__, "transformers": transformers.__version__}}

@@ -239,7 +239,8 @@ class TrainConfig:
         "hidden directory beside --output, removed once the student is written."))
     max_failures: int = field(default=0, metadata=_help(
         "Worker failures Ray Train recovers from by restarting at the latest checkpoint."))
-    overwrite: bool = field(default=False, metadata=_help("Replace a non-empty --output (once the new student is written)."))
+    overwrite: bool = field(default=False, metadata=_help(
+        "Replace a non-empty --output (once the new student is written)."))
     seed: int = field(default=0, metadata=_help("Seed of the splits, the new head and the data order."))
     bootstrap: int = field(default=1000, metadata=_help("Bootstrap resamples for the macro-F1 intervals."))
     ray_address: Optional[str] = field(default=None, metadata=_help(
@@ -267,7 +268,7 @@ class TrainConfig:
             raise ZsRayError(f"--zero-shot-weight must be > 0, got {self.zero_shot_weight}")
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0 or self.weight_decay < 0:
             raise ZsRayError("--epochs and --batch-size must be >= 1, --learning-rate > 0, --weight-decay >= 0")
-        if (self.max_length is not None and self.max_length < 8) or (self.num_workers is not None and self.num_workers < 1):
+        if (self.max_length or 8) < 8 or (self.num_workers or 1) < 1:
             raise ZsRayError("--max-length must be >= 8 and --num-workers >= 1")
         if self.max_failures < 0 or self.bootstrap < 0:
             raise ZsRayError("--max-failures and --bootstrap must be >= 0")
