@@ -103,6 +103,14 @@ def test_train_resumes_and_annotate_runs_the_student(ray_local, tmp_path, pulled
                  str(tmp_path / "never")]) == 2
     assert "--labels ciencia: the model does not have this label" in capsys.readouterr().err
 
+    # An annotation output with a gold column is an input too: no record is marked as the sample, so a seeded
+    # 20% of its gold labels is the test set.
+    (tmp_path / "map.yaml").write_text("".join(f"{t}: {t}\n" for t in TOPICS))
+    data = prepare(TrainConfig(input=str(ann), gold_column="topic", label_map=str(tmp_path / "map.yaml"),
+                               output="unused", base_model="unused"))
+    assert len(data.test) == round(0.2 * len(rows)) and "is the test set" in data.notes[-1]
+    assert sorted(data.test.ids + data.validation.ids + data.train.ids) == sorted(r["id"] for r in rows)
+
 
 BAD = [
     ("nolabels", [], "has no human labels to train on"),
