@@ -58,8 +58,8 @@ class TrainSummary:
             f"trained a student of {len(self.data.labels)} labels on {tr['rows']} rows ({tr.get('human', 0)} human, "
             f"{tr.get('zero-shot', 0)} zero-shot); validation {c['validation']['rows']}, test {c['test']['rows']}",
             f"  Ray Train: {self.run['workers']} worker(s) on {self.run['device']}, run {self.run['name']}; "
-            f"resumed from step {self.run['resumed_from_step']}; student = epoch {best.get('epoch', '?'):g} "
-            f"(validation macro-F1 {best.get('eval_macro_f1', float('nan')):.3f})",
+            f"resumed from step {self.run['resumed_from_step']}; student = epoch {float(best.get('epoch', 0)):g}"
+            + (f" (validation macro-F1 {best['eval_macro_f1']:.3f})" if "eval_macro_f1" in best else " (the last)"),
             f"  test ({self.data.test_rule}): " + "; ".join(
                 f"{who} accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}"
                 for who, m in (("student", self.student), ("zero-shot teacher", self.teacher))),
@@ -166,8 +166,10 @@ def _write_rows(path: str, data: TrainData) -> None:
     cols = {"id": [], "label": [], "source": [], "weight": [], "split": []}
     for split in ("train", "validation", "test"):
         rows = getattr(data, split)
-        for k in ("ids", "label", "source", "weight"):
-            cols["id" if k == "ids" else k] += [str(x) if k == "ids" else x for x in getattr(rows, k)]
+        cols["id"] += [str(x) for x in rows.ids]
+        cols["label"] += rows.label
+        cols["source"] += rows.source
+        cols["weight"] += rows.weight
         cols["split"] += [split] * len(rows)
     pq.write_table(pa.table(cols), path)
 
