@@ -57,6 +57,27 @@ def test_splits_keep_the_sample_out_and_mark_zero_shot_labels(pulled):
     assert again.validation.ids == data.validation.ids and other.validation.ids != data.validation.ids
 
 
+def test_zero_shot_rows_weigh_what_they_are_given(base):
+    """The loss is each row's cross-entropy times its weight, over the batch's total weight."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from zs_ray.train.loop import _collator, _dataset, _weighted_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base).eval()
+    rows = {"text": ["gol del equipo", "la bolsa y el banco", "museo"], "label": [0, 1, 2], "weight": [1.0, 0.5, 0.25]}
+    batch = _collator(tokenizer)(_dataset(tokenizer, rows, 32))
+    trainer = _weighted_trainer()(model=model, args=TrainingArguments(output_dir=str(base), use_cpu=True,
+                                                                      report_to=[]))
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "weight")}).logits
+    each = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="none")
+    assert float(loss) == pytest.approx(float((each * torch.tensor([1.0, 0.5, 0.25])).sum() / 1.75), rel=1e-5)
+    assert float(loss) != pytest.approx(float(each.mean()), rel=1e-3)
+
+
 class FailAfterSecondCheckpoint(TrainerCallback):
     """A worker failure once Ray Train has the checkpoints of epochs 1 and 2 (runs after its report callback)."""
 
