@@ -283,3 +283,40 @@ def build_text_classifier(path: Path, labels=("politica", "economia", "cultura",
                                                                ignore_mismatched_sizes=True).eval()
     model.save_pretrained(str(path))
     return path
+
+
+def write_pulled(path: Path, n: int, labelled: int, sample: int, seed: int = 0, teacher_accuracy: float = 0.55,
+                 topics=TOPICS, status: str = "Validated", agent: str = "ana", teacher=None) -> list[dict]:
+    """A `zs-ray pull` file (``zs_ray.servers.pull.SCHEMA``) of ``n`` topic texts (``_sentence``: a topic's words
+    among filler, so the topic is learnable from the words), whose zero-shot predictions are right with
+    probability ``teacher_accuracy`` (higher scores when right). The first ``labelled`` records carry a
+    person's label (the true topic; ``status``, ``agent``), the first ``sample`` of all records the round-1
+    mark (``metadata sample: round-1``); the rest are unlabelled (status Default). ``teacher`` (texts -> the
+    engine's ``[{"labels", "scores"}]``, e.g. a ``ZeroShotClassifier`` over ``topics``) makes the predictions
+    instead. Returns the rows, each with its true ``topic``."""
+    from zs_ray.servers.pull import SCHEMA
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic = rng.choice(topics)
+        right = rng.random() < teacher_accuracy
+        top = topic if right else rng.choice([t for t in topics if t != topic])
+        first = rng.uniform(0.5, 0.95) if right else rng.uniform(0.3, 0.8)
+        rest = [t for t in topics if t != top]
+        shares = [rng.random() for _ in rest]
+        scores = [first] + [(1 - first) * s / sum(shares) for s in shares]
+        text = " ".join(_sentence(rng, topic, rng.randint(10, 20)) for _ in range(2))
+        rows.append({"id": f"es-test-{i}", "text": text, "inputs": [("text", text)], "prediction_labels": [top, *rest],
+                     "prediction_scores": scores, "prediction_agent": "teacher",
+                     "annotation_labels": [topic] if i < labelled else None,
+                     "annotation_agent": agent if i < labelled else None,
+                     "status": status if i < labelled else "Default", "multi_label": False,
+                     "metadata": [("sample", "round-1")] if i < sample else [], "topic": topic})
+    if teacher is not None:
+        for row, out in zip(rows, teacher([r["text"] for r in rows])):
+            row["prediction_labels"], row["prediction_scores"] = list(out["labels"]), [float(x) for x in out["scores"]]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "topic"} for r in rows], schema=SCHEMA),
+                   str(path))
+    return rows

@@ -34,6 +34,8 @@ DESCRIPTIONS = {
     "bulk-label": "annotate the records above per-label thresholds on the server (dry run; --apply, --undo)",
     "audit": "the people's answers on bulk-label's audit sample: realised precision per label (--undo-failing)",
     "tune": "rank hypothesis templates and label phrasings by macro-F1 on labelled records; write the winner as presets",
+    "train": "fine-tune a student classifier on the human labels with Ray Train; test it against the zero-shot "
+             "predictions",
 }
 
 
@@ -196,8 +198,20 @@ def run_tune(settings) -> int:
     return 0
 
 
+def run_train(settings) -> int:
+    from zs_ray.train import TrainFailed, train
+
+    try:
+        print(train(settings), flush=True)
+    except TrainFailed as exc:
+        print(f"zs-ray: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
-           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "audit": run_audit, "tune": run_tune}
+           "thresholds": run_thresholds, "bulk-label": run_bulk_label, "audit": run_audit, "tune": run_tune,
+           "train": run_train}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -221,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         stopped_by = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
-        resume = "; run the same command again to resume" if argv[0] == "annotate" else ""
+        resume = "; run the same command again to resume" if argv[0] in ("annotate", "train") else ""
         print(f"zs-ray: stopped by {stopped_by}{resume}", file=sys.stderr, flush=True)
         return 128 + (signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT)
 

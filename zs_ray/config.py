@@ -25,7 +25,7 @@ from zs_ray.checks import check_precision, check_template, parse_label_map, pars
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.config import ServerConfig
 from zs_ray.workflow.config import (AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig,
-                                     TuneConfig)
+                                     TrainConfig, TuneConfig)
 
 _POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -193,4 +193,5 @@ COMMANDS = {
     "bulk-label": (BulkLabelConfig, ServerConfig),
     "audit": (AuditConfig, ServerConfig),
     "tune": (TuneConfig,),
+    "train": (TrainConfig,),
 }
