@@ -158,3 +158,54 @@ def test_dry_run_counts_one_sequence_per_text(ray_local, tmp_path, mlsum_dir, cl
                                    dry_run=True))
     assert [(r.rows, r.pairs) for r in plan.rows] == [(40, 40)] and plan.total_eta_s > 0
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8", "onnx-int8"])
+def test_fast_modes_of_a_classifier_pass_the_guard_and_agree_with_fp32(classifier, mode):
+    """A supervised classifier in every fast CPU mode: loaded behind the load guard (checked against
+    transformers' fp32 model) and within the mode's agreement bounds on many texts."""
+    import random
+
+    from tests.agreement import check_bound
+
+    words = " ".join(TEXTS).replace(":", "").replace(".", "").split()
+    rng = random.Random(7)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 60))) for _ in range(160)]
+    exact = ZeroShotClassifier(classifier, precision="fp32")(texts)
+    fast = ZeroShotClassifier(classifier, precision=mode)(texts)
+    check_bound(mode, exact, fast, min_clear=20)
+
+
+def test_classifier_output_logs_to_argilla_2_and_pulls_back(ray_local, tmp_path, mlsum_dir, classifier, argilla2):
+    """A supervised classifier's output on the real argilla-server 2.8: the model's classes are the label
+    question's options, each predicted row one record whose suggestion is the model's top class and score with
+    every class's score as metadata, and a person's answer comes back through pull."""
+    from zs_ray.rubrix import RubrixConfig, pull
+    from zs_ray.servers.records import score_keys
+
+    out = tmp_path / "out"
+    summary = annotate(AnnotateConfig(output=str(out), dataset=mlsum_dir, split="test[0:40]", model=classifier,
+                                      precision="fp32"))
+    assert summary.rows == 40
+    rows = {r["id"]: r for r in pq.read_table(str(out)).to_pylist() if r["prediction"] is not None}
+    ds = "supervised_v2"
+    rubrix = RubrixConfig(rubrix_dataset=ds, rubrix_api_url=argilla2.url, rubrix_api_key=argilla2.api_key,
+                          rubrix_workspace="argilla")
+    assert main(["log", "--input", str(out), "--rubrix-dataset", ds, "--rubrix-api-url", argilla2.url,
+                 "--rubrix-api-key", argilla2.api_key, "--rubrix-workspace", "argilla"]) == 0
+    meta = argilla2.dataset(ds)
+    question = argilla2.api("GET", f"/api/v1/datasets/{meta['id']}/questions")["items"][0]
+    assert [o["value"] for o in question["settings"]["options"]] == CLASSES
+    records = {r["external_id"]: r for r in argilla2.records(meta["id"])}
+    assert set(records) == set(rows)
+    keys = score_keys(CLASSES)
+    for i, r in records.items():
+        [s] = r["suggestions"]
+        assert (s["value"], s["score"]) == (rows[i]["labels"][0], pytest.approx(rows[i]["scores"][0]))
+        assert {lab: r["metadata"][keys[lab]] for lab in CLASSES} == \
+            pytest.approx(dict(zip(rows[i]["labels"], rows[i]["scores"])))
+    first = sorted(records)[0]
+    argilla2.respond(records[first]["id"], {"label": {"value": "cultura"}}, "submitted", argilla2.api_key)
+    pull(rubrix, tmp_path / "pulled.parquet")
+    pulled = {r["id"]: r for r in pq.read_table(tmp_path / "pulled.parquet").to_pylist()}
+    assert set(pulled) == set(rows) and pulled[first]["annotation_labels"] == ["cultura"]
