@@ -33,7 +33,7 @@ def logging_line(text: str) -> re.Match:
 
 
 def check_store(tmp_path, key: str, dataset: str) -> dict:
-    raw = (tmp_path / "cache" / "zs-ray" / "log-rates.json").read_text()
+    raw = (tmp_path / "cache" / "log-rates.json").read_text()
     assert key not in raw  # never a secret
     [(server, entries)] = json.loads(raw).items()
     assert "@" not in server and dataset in entries and entries[dataset]["records_per_s"] > 0
@@ -42,7 +42,7 @@ def check_store(tmp_path, key: str, dataset: str) -> dict:
 
 def test_dry_run_logging_time_on_argilla_2(argilla2, tmp_path, monkeypatch, capsys, mlsum_dir, nli_model, ray_local):
     srv = argilla2
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZS_RAY_CACHE", str(tmp_path / "cache"))
     flags = ["--rubrix-dataset", DS, "--rubrix-api-url", srv.url, "--rubrix-api-key", srv.api_key,
              "--rubrix-workspace", "argilla"]
     before = {d["name"] for d in srv.api("GET", "/api/v1/me/datasets")["items"]}
@@ -73,7 +73,7 @@ def test_dry_run_logging_time_on_argilla_2(argilla2, tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize("mode", ["rubrix-0.18", "argilla-1.29"])
 def test_dry_run_logging_time_on_1x(mode, tmp_path, monkeypatch, capsys, mlsum_dir, nli_model, ray_local):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZS_RAY_CACHE", str(tmp_path / "cache"))
     with RubrixTestServer(mode) as srv:
         ws = srv.workspaces[0]
         flags = ["--rubrix-dataset", DS, "--rubrix-api-url", srv.url, "--rubrix-api-key", srv.api_key,

@@ -92,7 +92,7 @@ def test_two_languages_each_with_its_preset_equal_the_pipeline_and_log_apart(ray
 
 def test_dry_run_plans_from_metadata_and_writes_nothing(ray_local, tmp_path, two_languages, presets_file,
                                                        monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZS_RAY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "never"
     config = AnnotateConfig(output=str(out), dataset=str(two_languages), config="all", split="all",
                             presets=presets_file, dry_run=True)

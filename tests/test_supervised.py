@@ -152,7 +152,7 @@ def test_bad_input_is_one_line_and_no_output(tmp_path, capsys, mlsum_dir, classi
 
 
 def test_dry_run_counts_one_sequence_per_text(ray_local, tmp_path, mlsum_dir, classifier, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZS_RAY_CACHE", str(tmp_path / "cache"))
     plan = annotate(AnnotateConfig(output=str(tmp_path / "never"), dataset=mlsum_dir, split="test[0:40]",
                                    model=classifier, label_map={"deportes": "deporte", "cultura": "ocio"},
                                    dry_run=True))

@@ -5,7 +5,7 @@ pairs, the model, the pools; then an ETA per config and in total. The ETA comes 
 model on the cluster's own hardware: a Ray task with one model worker's resources runs the engine on
 synthetic texts as long as the config's texts (their mean length is read from the Parquet footers: the
 text column's bytes over its rows) for a few seconds and measures pairs/s. Measured figures are kept in
-``~/.cache/zs-ray/calibration.json`` under the model, the hardware (GPU name, or CPU model and the ISA torch
+``calibration.json`` in the cache directory (``zs_ray/cache.py``) under the model, the hardware (GPU name, or CPU model and the ISA torch
 runs), the precision, the threads and the text length, so a later dry run on the same hardware reuses them.
 
     ETA of a config = pairs / (pairs/s of one worker x workers) + one model load
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -34,8 +33,9 @@ _LENGTH_BUCKET = 1.25  # text lengths within 25% share a stored calibration
 
 
 def _cache_file() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "zs-ray" / "calibration.json"
+    from zs_ray.cache import cache_dir
+
+    return cache_dir() / "calibration.json"
 
 
 # --------------------------------------------------------------------------- text length from metadata

@@ -10,7 +10,7 @@ the caller will use. ``auto`` is the fastest, unless a more faithful mode is wit
 its speed: the tiers, most faithful first, are ``TIERS`` (each mode's agreement with fp32 is held to
 ``device.AGREEMENT_BOUNDS`` by the tests).
 
-The choice is stored in ``$ZS_RAY_CACHE/precision.json`` (default ``~/.cache/zs_ray``) under a key of the
+The choice is stored in ``precision.json`` in zs-ray's cache directory (``zs_ray/cache.py``) under a key of the
 model's files, the CPU (model name, ISA flags, torch's kernel capability, the oneDNN / fbgemm / ATen caps
 of the environment), the thread count and the versions; later loads on the same machine read it (no
 measurement). Processes on one machine that load the model at once (a job's Ray actors) wait for the
@@ -42,9 +42,9 @@ _ENV_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "F
 
 
 def cache_file() -> Path:
-    from zs_ray.engine.onnx import cache_root
+    from zs_ray.cache import cache_dir
 
-    return cache_root().parent / "precision.json"
+    return cache_dir() / "precision.json"
 
 
 def _cpu_model() -> str:

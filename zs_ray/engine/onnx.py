@@ -6,7 +6,7 @@ torch on a padded probe batch (1e-4), then quantized by ONNX Runtime's ``quantiz
 weights per output channel, uint8 activations quantized per call; 7-bit weights where the CPU has no
 VNNI, as ONNX Runtime advises against the int16 saturation of AVX2's ``vpmaddubsw``) and run by an
 ``InferenceSession`` with all graph optimizations. The quantized file is cached under
-``$ZS_RAY_CACHE`` (default ``~/.cache/zs_ray``), keyed by the model's files, the versions and the
+zs-ray's cache directory (``zs_ray/cache.py``: ``$ZS_RAY_CACHE``, default ``~/.cache/zs-ray``), keyed by the model's files, the versions and the
 options, so each machine exports a model once; concurrent actors write to their own temporary files and
 rename.
 
@@ -46,9 +46,9 @@ def require_onnx() -> None:
 
 
 def cache_root() -> Path:
-    root = os.environ.get("ZS_RAY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zs_ray")
-    return Path(root) / "onnx"
+    from zs_ray.cache import cache_dir
+
+    return cache_dir() / "onnx"
 
 
 def _source_files(path: str) -> list:

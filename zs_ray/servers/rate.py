@@ -5,7 +5,7 @@ in order:
 
 * **stored**: every ``log_output`` that sent at least ``STORE_MIN_RECORDS`` records stores its sending rate
   (records sent / seconds from the first chunk handed to a sender to the last one answered), its senders and
-  the server's version in ``~/.cache/zs-ray/log-rates.json``, keyed by the server's URL without credentials
+  the server's version in ``log-rates.json`` in the cache directory (``zs_ray/cache.py``), keyed by the server's URL without credentials
   (``transport.public_url``) and the workspace, then by dataset. No key, header or password is ever written.
   The dataset's own figure is used first, else the newest one of that server and workspace.
 * **probe**: none stored: ``config.senders`` threads send bulk requests of synthetic records (text of the
@@ -42,8 +42,9 @@ PROBE_PREFIX = "zs-ray-rate-probe-"
 
 
 def _store_file() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "zs-ray" / "log-rates.json"
+    from zs_ray.cache import cache_dir
+
+    return cache_dir() / "log-rates.json"
 
 
 def _server_key(config: SendConfig) -> str:

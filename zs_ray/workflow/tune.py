@@ -27,7 +27,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
