@@ -105,7 +105,7 @@ def quality(tmp: Path, n: int, sample: int, labelled: int, epochs: int) -> dict:
     from tests.builders import TOPICS, build_nli_model, write_pulled
     from zs_ray import ZeroShotClassifier
     from zs_ray.train import train
-    from zs_ray.workflow.config import TrainConfig
+    from zs_ray.train.config import TrainConfig
 
     teacher = ZeroShotClassifier(str(build_nli_model(tmp / "tiny-teacher")), list(TOPICS), TEMPLATE, precision="fp32")
     write_pulled(tmp / "pulled.parquet", n, labelled=labelled, sample=sample, teacher=teacher)

@@ -14,7 +14,7 @@ from tests.builders import TOPICS, build_nli_model, write_pulled
 from zs_ray.cli import main, parse
 from zs_ray.train import TrainFailed, train
 from zs_ray.train.data import prepare
-from zs_ray.workflow.config import TrainConfig
+from zs_ray.train.config import TrainConfig
 
 THRESHOLDS = {"deportes": 0.8, "cultura": 0.7}
 

@@ -24,8 +24,9 @@ from typing import Literal, Optional, Union
 from zs_ray.checks import check_precision, check_template, parse_label_map, parse_labels
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.config import ServerConfig
+from zs_ray.train.config import TrainConfig
 from zs_ray.workflow.config import (AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig,
-                                     TrainConfig, TuneConfig)
+                                     TuneConfig)
 
 _POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 

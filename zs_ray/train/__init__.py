@@ -8,7 +8,7 @@ resume from Ray Train's checkpoint); ``run.py`` is the driver (checks, ``fit``, 
 student vs zero-shot teacher on the test set, the model directory written all or nothing).
 
     from zs_ray.train import train
-    from zs_ray.workflow.config import TrainConfig
+    from zs_ray.train.config import TrainConfig
 
     summary = train(TrainConfig(input="round1.parquet", base_model="Recognai/zeroshot_selectra_medium",
                                 output="student/"))
