@@ -8,16 +8,13 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from zs_ray.errors import ZsRayError
-from zs_ray.workflow.config import BULK_AGENT, HUMAN_STATUSES, BulkLabelConfig, _help
+from zs_ray.workflow.config import BulkLabelConfig, LabelledInputConfig, _help
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(LabelledInputConfig):
     """``zs-ray train``: fine-tune a student classifier on the human labels with Ray Train (``zs_ray.train``)."""
 
-    input: str = field(default="", metadata=_help(
-        "A `zs-ray pull` Parquet file (human labels; the labelled round-1 sample is the test set), or an "
-        "annotation-job output with --gold-column and --label-map."))
     output: str = field(default="", metadata=_help(
         "Directory for the student (config with the label names, tokenizer, weights, metrics.json, "
         "zs-ray-train.json); written all or nothing."))
@@ -27,14 +24,6 @@ class TrainConfig:
     labels: Optional[list[str]] = field(default=None, metadata=_help(
         "The student's labels, comma-separated or one per argument (default: the input's candidate labels); a "
         "human label outside them is refused."))
-    gold_column: Optional[str] = field(default=None, metadata=_help(
-        "With an output as --input: the source column holding the gold labels."))
-    label_map: Optional[str] = field(default=None, metadata=_help(
-        "With --gold-column: YAML file mapping gold values to labels."))
-    status: list[str] = field(default_factory=lambda: list(HUMAN_STATUSES), metadata=_help(
-        "The statuses whose annotations count as human labels."))
-    exclude_agent: list[str] = field(default_factory=lambda: [BULK_AGENT], metadata=_help(
-        "Annotation agents that are not human labels (default: zs-ray-bulk, the bulk labels)."))
     sample_name: str = field(default="round-1", metadata=_help(
         "Metadata value of the round-1 sample (sample: NAME): its human labels are the test set, never trained on."))
     test_fraction: float = field(default=0.2, metadata=_help(
@@ -76,11 +65,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         import os
 
-        for name in ("input", "output", "base_model"):
+        super().__post_init__()
+        for name in ("output", "base_model"):
             if not getattr(self, name):
                 raise ZsRayError(f"--{name.replace('_', '-')} is required")
-        if bool(self.gold_column) != bool(self.label_map):
-            raise ZsRayError("--gold-column and --label-map go together (an output with a gold column)")
         if self.labels:
             self.labels = [x.strip() for item in self.labels for x in str(item).split(",") if x.strip()]
             if len(set(self.labels)) < 2:

@@ -29,13 +29,14 @@ def _help(text: str) -> dict:
 
 
 @dataclass
-class EvaluateConfig:
-    """``zs-ray evaluate``: the zero-shot predictions against human (or gold) labels -> metrics.json + report.html."""
+class LabelledInputConfig:
+    """The labelled records a command reads (``zs_ray.workflow.data``): a pulled file, whose human labels are
+    the annotations in ``status`` by anyone but ``exclude_agent``; or an annotation-job output with a gold column
+    and a label map. The first settings of ``evaluate``, ``tune`` and ``train``."""
 
     input: str = field(default="", metadata=_help(
         "A `zs-ray pull` Parquet file (human labels: the annotations), or an annotation-job output with "
         "--gold-column and --label-map (gold labels from the corpus)."))
-    output: str = field(default="", metadata=_help("Directory for metrics.json and report.html."))
     gold_column: Optional[str] = field(default=None, metadata=_help(
         "With an output as --input: the source column holding the gold labels (MLSum: topic)."))
     label_map: Optional[str] = field(default=None, metadata=_help(
@@ -45,18 +46,28 @@ class EvaluateConfig:
         "With a pulled file: the statuses whose annotations count as human labels."))
     exclude_agent: list[str] = field(default_factory=lambda: [BULK_AGENT], metadata=_help(
         "Annotation agents that are not human labels (default: zs-ray-bulk, the bulk labels)."))
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ZsRayError("--input is required")
+        if bool(self.gold_column) != bool(self.label_map):
+            raise ZsRayError("--gold-column and --label-map go together (an output with a gold column)")
+
+
+@dataclass
+class EvaluateConfig(LabelledInputConfig):
+    """``zs-ray evaluate``: the zero-shot predictions against human (or gold) labels -> metrics.json + report.html."""
+
+    output: str = field(default="", metadata=_help("Directory for metrics.json and report.html."))
     bins: int = field(default=10, metadata=_help("Equal-width score bins of the reliability diagram and ECE."))
     bootstrap: int = field(default=1000, metadata=_help("Bootstrap resamples for the macro-F1 interval."))
     seed: int = field(default=0, metadata=_help("Seed of the bootstrap."))
     title: Optional[str] = field(default=None, metadata=_help("Title of the report (default: the input)."))
 
     def __post_init__(self) -> None:
-        if not self.input:
-            raise ZsRayError("--input is required")
+        super().__post_init__()
         if not self.output:
             raise ZsRayError("--output is required (a directory for metrics.json and report.html)")
-        if bool(self.gold_column) != bool(self.label_map):
-            raise ZsRayError("--gold-column and --label-map go together (an output with a gold column)")
         if self.bins < 2 or self.bootstrap < 0:
             raise ZsRayError("--bins must be >= 2 and --bootstrap >= 0")
 
@@ -294,23 +305,12 @@ class RubrixConfig(LogOnlyConfig, SendConfig):
 
 
 @dataclass
-class TuneConfig:
+class TuneConfig(LabelledInputConfig):
     """``zs-ray tune``: candidate hypothesis templates and label phrasings scored on labelled records, ranked by
     macro-F1 (``zs_ray.workflow.tune``) -> tune.json + a presets file with the winner."""
 
-    input: str = field(default="", metadata=_help(
-        "A `zs-ray pull` Parquet file (human labels), or an annotation-job output with --gold-column and "
-        "--label-map; the records' texts are scored again."))
     output: str = field(default="", metadata=_help(
         "Directory for tune.json (every candidate, its macro-F1 and intervals) and presets.yaml (the winner)."))
-    gold_column: Optional[str] = field(default=None, metadata=_help(
-        "With an output as --input: the source column holding the gold labels (MLSum: topic)."))
-    label_map: Optional[str] = field(default=None, metadata=_help(
-        "YAML file mapping gold values to candidate labels; needed with --gold-column."))
-    status: list[str] = field(default_factory=lambda: list(HUMAN_STATUSES), metadata=_help(
-        "With a pulled file: the statuses whose annotations count as human labels."))
-    exclude_agent: list[str] = field(default_factory=lambda: [BULK_AGENT], metadata=_help(
-        "Annotation agents that are not human labels (default: zs-ray-bulk, the bulk labels)."))
     templates: Optional[list[str]] = field(default=None, metadata=_help(
         "Candidate hypothesis templates ('{}' where the label goes), one per argument, or a YAML/JSON file "
         "listing them; the current template is always a candidate."))
@@ -352,12 +352,9 @@ class TuneConfig:
     def __post_init__(self) -> None:
         from zs_ray.checks import check_precision, check_template, parse_labels
 
-        if not self.input:
-            raise ZsRayError("--input is required")
+        super().__post_init__()
         if not self.output:
             raise ZsRayError("--output is required (a directory for tune.json and presets.yaml)")
-        if bool(self.gold_column) != bool(self.label_map):
-            raise ZsRayError("--gold-column and --label-map go together (an output with a gold column)")
         bad = [a for a in self.aggregate if a not in ("max", "mean")]
         if bad or not self.aggregate:
             raise ZsRayError(f"--aggregate must be max, mean or both, got {' '.join(self.aggregate)}")
