@@ -37,7 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pyarrow.dataset as pds  # noqa: E402
 import ray  # noqa: E402
 import requests  # noqa: E402
 
@@ -49,6 +48,7 @@ from zs_ray import RubrixConfig  # noqa: E402
 from zs_ray.servers import argilla2, log_output  # noqa: E402
 from zs_ray.servers import records as rec  # noqa: E402
 from zs_ray.servers.connect import connect  # noqa: E402
+from zs_ray.servers.ingest import prepare_v2  # noqa: E402
 
 SENDERS = (1, 4, 8, 16)
 DATABASES = ("SQLite", "PostgreSQL")
@@ -75,15 +75,16 @@ def config(srv, name, senders, chunk) -> RubrixConfig:
 
 
 def prepare(srv, name, out, chunk):
-    """A dataset set up as zs-ray sets it up (not timed); returns its target (for the raw stream's items)."""
+    """A dataset set up exactly as zs-ray sets it up (``ingest.prepare_v2``: fields, question, every metadata
+    property, the per-label score properties included; not timed); returns its target (for the raw stream's
+    items), the record spec zs-ray uses (the scores as metadata: ``records.with_scores``) and the output."""
     cfg = config(srv, name, 1, chunk)
     o = open_output(str(out))
     spec, _ = rec.make_spec(o.dataset, o.manifest, None, None)
+    spec, _ = rec.with_scores(spec, o.labels, None)
     client, _, _ = connect(cfg)
     try:
-        meta = argilla2.metadata_types(o.dataset, spec.metadata_fields)
-        return argilla2.prepare(client, cfg, client.argilla2, o.labels, spec.multi_label,
-                                argilla2.sanitise_agent(spec.agent), meta), spec, o
+        return prepare_v2(client, cfg, o, spec, spec.agent), spec, o
     finally:
         client.close()
 
@@ -198,7 +199,7 @@ def write(rows, chunk, rounds, by_db, errors, pg_version, load_before, load_afte
         "# Argilla 2.x ingestion benchmark: SQLite and PostgreSQL",
         "",
         f"`python benchmarks/bench_argilla2.py {rows} {chunk} {rounds}`: {rows} MLSum-like records (summary ~55 "
-        f"characters, one suggestion, 4 terms metadata fields), bulk requests of {chunk} items, into the real "
+        f"characters, one suggestion, 4 terms metadata fields and, as zs-ray logs them, every label's score, the margin and the entropy as float metadata), bulk requests of {chunk} items, into the real "
         "argilla-server 2.8.0 (tests/argilla2_server: fakeredis, the in-memory search engine; one uvicorn "
         "process) on the same machine, once on **SQLite** (a file) and once on **PostgreSQL** "
         f"({pg_version or 'PostgreSQL'}, a fresh cluster on 127.0.0.1 with PostgreSQL's default durability: "

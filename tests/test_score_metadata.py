@@ -59,6 +59,10 @@ def test_1x_limit_drops_per_label_scores_with_one_warning(tmp_path):
     spec, _ = rec.make_spec(out.dataset, out.manifest, None, None)
     spec4, warnings = rec.with_scores(spec, LABELS)
     assert spec4.score_keys == () and not spec4.uncertainty and "nor margin" in warnings[0]
+    spec5, warnings = rec.with_scores(spec3, LABELS, None, "uncertainty")  # --rubrix-score-metadata
+    assert spec5.score_keys == () and spec5.uncertainty and not warnings
+    spec6, warnings = rec.with_scores(spec3, LABELS, None, "none")
+    assert spec6.score_keys == () and not spec6.uncertainty and not warnings
     make_output(tmp_path / "c", 10, columns={"margin": [0.1] * 10})
     out = open_output(str(tmp_path / "c"))
     spec, _ = rec.make_spec(out.dataset, out.manifest, None, None)
@@ -171,3 +175,17 @@ def test_2x_dataset_from_before_gets_the_properties(argilla2, tmp_path, ray_loca
     names = {p["name"] for p in server.api("GET", f"/api/v1/me/datasets/{ds['id']}/metadata-properties")["items"]}
     assert set(rec.score_keys(LABELS).values()) | {"margin", "entropy"} <= names
     assert all("margin" in r["metadata"] for r in server.records(ds["id"]))
+
+
+def test_score_metadata_switch_on_2x(argilla2, tmp_path, ray_local):
+    """--rubrix-score-metadata uncertainty: margin and entropy, no per-label scores, on records and as properties."""
+    server = argilla2
+    make_output(tmp_path / "out", 30)
+    cfg = RubrixConfig(rubrix_dataset="scores_off", rubrix_api_url=server.url, rubrix_api_key=server.api_key,
+                       rubrix_workspace="argilla", rubrix_score_metadata="uncertainty")
+    assert log_output(tmp_path / "out", cfg).ok
+    ds = server.dataset("scores_off")
+    props = {p["name"] for p in server.api("GET", f"/api/v1/me/datasets/{ds['id']}/metadata-properties")["items"]}
+    assert {"margin", "entropy"} <= props and not {k for k in props if k.startswith("score_")}
+    for r in server.records(ds["id"]):
+        assert "margin" in r["metadata"] and not [k for k in r["metadata"] if k.startswith("score_")]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from zs_ray.errors import ZsRayError
 from zs_ray.servers import transport
@@ -147,6 +147,10 @@ class SendConfig(ServerConfig):
     rubrix_metadata_fields: Optional[list[str]] = field(default=None, metadata=_help(
         "Source columns logged as metadata (default: every source column whose values fit in 128 characters)."))
     rubrix_agent: Optional[str] = field(default=None, metadata=_help("Prediction agent (default: the model)."))
+    rubrix_score_metadata: Literal["all", "uncertainty", "none"] = field(default="all", metadata=_help(
+        "The distribution as metadata on each record: all (every label's score, the margin and the entropy), "
+        "uncertainty (margin and entropy only), none. The per-label scores cost Argilla 2.x about a quarter "
+        "of its logging rate (benchmarks/results-argilla2.md)."))
 
     def __post_init__(self) -> None:
         super().__post_init__()

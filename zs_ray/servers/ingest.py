@@ -216,11 +216,12 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
         if not v2 and len(agent) > rec.MAX_AGENT:
             rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
         # The scores as metadata: 1.x holds 50 keys per dataset, 2.x has no such limit.
-        spec, more = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS)
+        spec, more = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS,
+                                     config.rubrix_score_metadata)
         for w in more:
             log.warning(w)
         warnings = [*warnings, *more]
-        target = _prepare_v2(client, config, out, spec, agent) if v2 else None
+        target = prepare_v2(client, config, out, spec, agent) if v2 else None
     except BaseException:
         client.close()
         raise
@@ -230,7 +231,7 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     ledger = Ledger.open(config.rubrix_ledger or default_path(out, identity), identity, reset=not existed)
     report.ledger = str(ledger.path)
     try:
-        if not existed and not v2:  # before any chunk (see ``RubrixClient.create_dataset``; 2.x: _prepare_v2)
+        if not existed and not v2:  # before any chunk (see ``RubrixClient.create_dataset``; 2.x: prepare_v2)
             try:
                 with_retries(config, client.create_dataset)
             except RubrixError as exc:
@@ -258,7 +259,7 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     return report
 
 
-def _prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str):
+def prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str):
     """Argilla 2.x: the dataset created, set up and published (or checked) before any chunk."""
     agent = argilla2.sanitise_agent(agent)
     labels = out.labels

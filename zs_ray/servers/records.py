@@ -156,12 +156,16 @@ def score_keys(labels) -> dict[str, str]:
     return out
 
 
-def with_scores(spec: RecordSpec, labels, max_keys: int | None = MAX_METADATA_KEYS) -> tuple[RecordSpec, list[str]]:
+def with_scores(spec: RecordSpec, labels, max_keys: int | None = MAX_METADATA_KEYS,
+                what: str = "all") -> tuple[RecordSpec, list[str]]:
     """``spec`` with the distribution as metadata: each label's score, margin and entropy. ``max_keys``: the
     server's metadata keys per dataset (Rubrix 0.x / Argilla 1.x: 50; None: no limit, Argilla 2.x). What does
     not fit beside the source fields (and the sample and queue keys) is left out with a warning, the per-label scores
-    first. A source field named like one of these keys is refused (one line)."""
-    keys = score_keys(list(labels or []))
+    first. A source field named like one of these keys is refused (one line). ``what``: all, uncertainty
+    (margin and entropy only) or none (``--rubrix-score-metadata``)."""
+    if what == "none":
+        return dataclasses.replace(spec, score_keys=(), uncertainty=False), []
+    keys = score_keys(list(labels or [])) if what == "all" else {}
     taken = set(spec.metadata_fields) | ({SAMPLE_KEY} if spec.sample is not None else set()) \
         | ({UNCERTAIN_KEY} if spec.uncertain is not None else set())
     clash = sorted(taken & {*keys.values(), MARGIN_KEY, ENTROPY_KEY})
