@@ -39,20 +39,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
-LABELS = ["política", "cultura", "sociedad", "economia", "deportes", "ciencia y tecnología"]
-TEMPLATE = "Esta noticia habla de {}."
+from bench_engine import LABELS, TEMPLATE, cpu_model  # noqa: E402  (the tutorial's labels; machine facts)
+
 RESULTS = ROOT / "benchmarks" / "results-student.md"
 MARKERS = ("<!-- bench_student:begin -->", "<!-- bench_student:end -->")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def build_speed_models(tmp: Path) -> tuple[str, dict[str, str]]:

@@ -68,17 +68,23 @@ def ray_head():
         os.killpg(head.pid, signal.SIGKILL)
 
 
+def submit_job(submit: list, env: dict, timeout: int) -> subprocess.CompletedProcess:
+    """``ray job submit``, again while the head has no job agent yet (a loaded head serves its dashboard first)."""
+    for _ in range(20):
+        proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=timeout)
+        if "No available agent to submit job" not in proc.stderr:
+            break
+        time.sleep(3)
+    return proc
+
+
 def test_ray_job_submit_end_to_end(ray_head, tmp_path, mlsum_dir, nli_model):
     url, env, _ = ray_head
     out = tmp_path / "predictions"
     submit = ["ray", "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
               "python", "jobs/annotate_mlsum.py", "--dataset", mlsum_dir, "--model", nli_model,
               "--split", "test[100:160]", "--output", str(out), "--precision", "fp32", "--num-workers", "1"]
-    for _ in range(20):  # a loaded head serves its dashboard before its job agent is up
-        proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=420)
-        if "No available agent to submit job" not in proc.stderr:
-            break
-        time.sleep(3)
+    proc = submit_job(submit, env, timeout=420)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert "zs-ray: 60 rows" in proc.stdout
@@ -113,11 +119,7 @@ def test_ray_job_submit_with_secrets_in_files_never_shows_them(ray_head, tmp_pat
                   "--rubrix-api-url", front.url, "--rubrix-workspace", "rubrix", "--rubrix-ca-bundle",
                   str(tmp_path / "ca.pem"), "--rubrix-api-key-file", str(tmp_path / "key"),
                   "--rubrix-extra-headers-file", str(tmp_path / "headers.json")]
-        for _ in range(20):  # a loaded head serves its dashboard before its job agent is up
-            proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=300)
-            if "No available agent to submit job" not in proc.stderr:
-                break
-            time.sleep(3)
+        proc = submit_job(submit, env, timeout=300)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         assert set(srv.records("from-job")) == set(ids)
         assert front.seen and all(ok for *_, ok in front.seen)

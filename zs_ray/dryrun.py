@@ -265,10 +265,12 @@ def logged_records(rubrix, rows: int) -> tuple[int, str]:
     subsets = set(getattr(rubrix, "log_only", None) or ())
     if not subsets:
         return rows, ""
+    from zs_ray.workflow.sample import parse_sample
+
     count = 0
     if "sample" in subsets and rubrix.sample:
-        size = str(rubrix.sample).strip()
-        count += int(rows * float(size[:-1]) / 100) if size.endswith("%") else int(size)
+        n, fraction = parse_sample(rubrix.sample)
+        count += n if n is not None else int(rows * fraction)
     if "uncertain" in subsets and rubrix.uncertain:
         count += int(rubrix.uncertain)
     count = min(count, rows)

@@ -44,6 +44,18 @@ class _PairTemplate:
     tail_types: Optional[tuple]
 
 
+def flatten(enc, with_types: bool, per_text: int) -> Pairs:
+    """A tokenizer's batch encoding (``input_ids``, and ``token_type_ids`` with ``with_types``) as ``Pairs``:
+    the sequences' tokens end to end, their lengths, ``per_text`` sequences per text."""
+    ids = enc["input_ids"]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum()))
+    types = None
+    if with_types:
+        types = np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int32, count=len(flat))
+    return Pairs(flat, lengths, types, per_text)
+
+
 def load_tokenizer(model: str):
     """(tokenizer, the length it truncates at, whether it makes token type ids) of a model, with a one-line
     error when it cannot be loaded."""
@@ -110,13 +122,7 @@ class PairEncoder:
                                  return_attention_mask=False, return_token_type_ids=self.with_types)
         except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on impossible truncation
             raise ZsRayError(f"cannot tokenize a text with the hypotheses: {exc}") from None
-        ids = enc["input_ids"]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum()))
-        types = None
-        if self.with_types:
-            types = np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int32, count=len(flat))
-        return Pairs(flat, lengths, types, n)
+        return flatten(enc, self.with_types, n)
 
     def _single(self, texts: Sequence[str], max_length: Optional[int] = None):
         kwargs = {"truncation": True, "max_length": max_length} if max_length else {}

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from zs_ray.engine.nli import nli_labels
-from zs_ray.engine.pairs import Pairs, load_tokenizer
+from zs_ray.engine.pairs import Pairs, flatten, load_tokenizer
 from zs_ray.errors import ZsRayError
 
 NLI, CLASSIFIER = "nli", "classifier"
@@ -108,10 +108,4 @@ class TextEncoder:
                          np.empty(0, dtype=np.int32) if self.with_types else None, 1)
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_attention_mask=False,
                              return_token_type_ids=self.with_types)
-        ids = enc["input_ids"]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum()))
-        types = None
-        if self.with_types:
-            types = np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int32, count=len(flat))
-        return Pairs(flat, lengths, types, 1)
+        return flatten(enc, self.with_types, 1)

@@ -213,13 +213,7 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     client, info, existed = connect(config)
     v2 = info.generation == "argilla2"
     try:
-        if not v2 and len(agent) > rec.MAX_AGENT:
-            rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
-        # The scores as metadata: 1.x holds 50 keys per dataset, 2.x has no such limit.
-        spec, more = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS,
-                                     config.rubrix_score_metadata)
-        for w in more:
-            log.warning(w)
+        spec, more = for_server(config, out, spec, agent, v2)
         warnings = [*warnings, *more]
         target = prepare_v2(client, config, out, spec, agent) if v2 else None
     except BaseException:
@@ -257,6 +251,19 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     if report.ok and report.sent >= rate.STORE_MIN_RECORDS:  # the dry run's logging time (``rate``)
         rate.store(config, report.server, report.sent, report.send_s, config.rubrix_dataset)
     return report
+
+
+def for_server(config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str, v2: bool):
+    """``spec`` once the server has said which generation it is: an agent too long for 1.x refused (one line),
+    the scores as metadata added (``--rubrix-score-metadata``; 1.x holds 50 keys per dataset, 2.x has no such
+    limit). Returns the spec and the warnings (logged here)."""
+    if not v2 and len(agent) > rec.MAX_AGENT:
+        rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
+    spec, warnings = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS,
+                                     config.rubrix_score_metadata)
+    for w in warnings:
+        log.warning(w)
+    return spec, warnings
 
 
 def prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str):

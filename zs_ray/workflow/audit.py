@@ -29,7 +29,7 @@ from zs_ray.errors import ZsRayError
 from zs_ray.workflow.bulk import BulkReport, default_undo_file, undo
 from zs_ray.workflow.bulk_adapters import adapter_for
 from zs_ray.workflow.config import BULK_AGENT
-from zs_ray.workflow.thresholds import BOUND, lower_bound
+from zs_ray.workflow.thresholds import BOUND, lower_bound, write_json
 
 
 def read_journal(path: str) -> tuple[dict, dict, set]:
@@ -105,11 +105,7 @@ def run_audit(settings, server, adapter=None) -> dict:
         close = getattr(adapter, "close", None)
         if close:
             close()
-    if settings.output and settings.output != "-":
-        parent = os.path.dirname(os.path.abspath(settings.output))
-        os.makedirs(parent, exist_ok=True)
-        with open(settings.output, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2, ensure_ascii=False)
+    write_json(settings.output, result)
     return result
 
 

@@ -36,7 +36,7 @@ from zs_ray.output import Output, open_output
 from zs_ray.servers import records as rec
 from zs_ray.servers.client import RubrixError, with_retries
 from zs_ray.servers.config import SendConfig, dataset_names
-from zs_ray.servers.ingest import prepare_v2
+from zs_ray.servers.ingest import for_server, prepare_v2
 from zs_ray.servers.ledger import Ledger, default_path
 from zs_ray.workflow.bulk_adapters import V2Adapter, adapter_for
 
@@ -102,12 +102,9 @@ def update_suggestions(output, config: SendConfig) -> UpdateReport:
     ledger = None
     try:
         v2 = isinstance(adapter, V2Adapter)
-        if not v2 and len(agent) > rec.MAX_AGENT:
-            rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
-        spec, more = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS,
-                                     config.rubrix_score_metadata)
-        for w in warnings + more:
+        for w in warnings:
             log.warning(w)
+        spec, _ = for_server(config, out, spec, agent, v2)
         target = prepare_v2(adapter.client, config, out, spec, agent) if v2 else None
         new_agent = target.agent if v2 else spec.agent
         identity = {"api_url": config.public_url, "workspace": config.rubrix_workspace,

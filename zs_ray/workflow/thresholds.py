@@ -166,12 +166,16 @@ def thresholds(config) -> dict:
               "confidence": config.confidence, "bound": BOUND, "records": int(len(data.ids)),
               "labelled": data.n_labelled, "left_out": data.notes,
               "labels": compute(data, config.target_precision, config.confidence)}
-    if config.output and config.output != "-":
-        parent = os.path.dirname(os.path.abspath(config.output))
-        os.makedirs(parent, exist_ok=True)
-        with open(config.output, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2, ensure_ascii=False)
+    write_json(config.output, result)
     return result
+
+
+def write_json(path: Optional[str], result: dict) -> None:
+    """``result`` as the JSON file ``path`` (its folder made); nothing for no path or ``-`` (printed instead)."""
+    if path and path != "-":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2, ensure_ascii=False)
 
 
 def table(result: dict, output: Optional[str] = None) -> str:
