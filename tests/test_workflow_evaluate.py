@@ -4,13 +4,12 @@ headless Chromium (no Ray, no server: a pulled file built here)."""
 import base64
 import json
 import re
-import shutil
-import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.browser import open_offline
 from zs_ray.cli import main
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.pull import SCHEMA
@@ -87,35 +86,10 @@ def test_report_embeds_its_plots_and_fetches_nothing(tmp_path):
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<script" not in html and "@import" not in html
 
 
-def browser() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if not found:
-        pytest.fail("no headless browser: the report must be opened in a real Chromium; install it "
-                    "(`apt-get install chromium`, as .ci/run does) - this test does not skip")
-    return found
-
-
 def test_report_opens_offline_in_headless_chromium(tmp_path):
     evaluate(EvaluateConfig(input=str(pulled_file(tmp_path / "p.parquet")), output=str(tmp_path / "ev"),
                             bootstrap=50))
-    report = tmp_path / "ev" / "report.html"
-    # A copy that tells, once loaded, whether every image decoded (naturalWidth > 0) in the browser.
-    probe = tmp_path / "ev" / "probe.html"
-    probe.write_text(report.read_text().replace("</body>", "<script>window.addEventListener('load', () => "
-                     "document.body.setAttribute('data-decoded', [...document.images].map(i => i.complete && "
-                     "i.naturalWidth > 0).join(',')));</script></body>"))
-    base = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-            "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
-            f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(base + ["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-decoded="true,true,true"' in dom.stdout, dom.stdout[:500]
-    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
-    assert not console, console
-    shot = subprocess.run(base + ["--window-size=1200,1600", f"--screenshot={tmp_path / 'shot.png'}", report.as_uri()],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert shot.returncode == 0 and (tmp_path / "shot.png").stat().st_size > 20_000, shot.stderr[-2000:]
+    open_offline(tmp_path / "ev" / "report.html", tmp_path, images=3)
 
 
 @pytest.mark.parametrize("make,args,expect", [

@@ -36,6 +36,8 @@ DESCRIPTIONS = {
     "tune": "rank hypothesis templates and label phrasings by macro-F1 on labelled records; write the winner as presets",
     "train": "fine-tune a student classifier on the human labels with Ray Train; test it against the zero-shot "
              "predictions",
+    "agreement": "a team's agreement (alpha, kappa, per annotator, confused labels), its unresolved records, and "
+                 "--review N: the most disagreed records marked on the server",
 }
 
 
@@ -142,7 +144,7 @@ def run_pull(settings, server) -> int:
     from zs_ray.servers import pull
 
     query = {"status": settings.status} if settings.status else None
-    print(pull(server, settings.output, query=query).summary(), flush=True)
+    print(pull(server, settings.output, query=query, reviewers=settings.reviewers).summary(), flush=True)
     return 0
 
 
@@ -209,9 +211,16 @@ def run_train(settings) -> int:
     return 0
 
 
+def run_agreement(settings, server) -> int:
+    from zs_ray.workflow.agreement import agreement, summary
+
+    print(summary(agreement(settings, server), settings.output), flush=True)
+    return 0
+
+
 RUNNERS = {"annotate": run_annotate, "log": run_log, "pull": run_pull, "evaluate": run_evaluate,
            "thresholds": run_thresholds, "bulk-label": run_bulk_label, "audit": run_audit, "tune": run_tune,
-           "train": run_train}
+           "train": run_train, "agreement": run_agreement}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -25,6 +25,7 @@ from zs_ray.checks import check_precision, check_template, parse_label_map, pars
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.config import ServerConfig
 from zs_ray.train.config import TrainConfig
+from zs_ray.workflow.agreement_config import AgreementConfig
 from zs_ray.workflow.config import (AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig,
                                      TuneConfig)
 
@@ -171,10 +172,16 @@ class PullConfig:
     output: str = field(default="", metadata=_help("Parquet file to write (….parquet)."))
     status: Optional[list[str]] = field(default=None, metadata=_help(
         "Only records with these statuses (Default, Edited, Discarded, Validated)."))
+    reviewers: Optional[list[str]] = field(default=None, metadata=_help(
+        "Users whose answer decides a record over the majority (comma-separated or one per argument); the file "
+        "holds every response either way, and the other commands take --consensus and --reviewers themselves."))
 
     def __post_init__(self) -> None:
+        from zs_ray.team.config import parse_names
+
         if not self.output:
             raise ZsRayError("--output is required")
+        self.reviewers = parse_names(self.reviewers)
 
 
 def _comma_list(value) -> list[str]:
@@ -195,4 +202,5 @@ COMMANDS = {
     "audit": (AuditConfig, ServerConfig),
     "tune": (TuneConfig,),
     "train": (TrainConfig,),
+    "agreement": (AgreementConfig, ServerConfig),
 }

@@ -22,10 +22,13 @@ routes and bodies. What zs-ray does on 2.x, and why:
   requests create the same new ``external_id`` at once (a unique-constraint race) is one of those. One
   invalid item makes the server refuse the whole request (422, never retried), so every item is checked
   here before sending.
+* **Overlap** (``--min-submitted K``): the dataset's task distribution (``{"strategy": "overlap",
+  "min_submitted": K}``), set when it is created and PATCHed when an existing one has another.
 * **Pull** (``argilla2_pull``): ``GET /datasets/{id}/records`` by offset (1000 a page) with suggestions and responses, to the
-  same Parquet schema as 1.x: the suggestion is the prediction, the first submitted response (else a
-  draft, else a discarded one) the annotation, its user's name the annotation agent, and the status
-  mapped to 1.x's names (submitted -> Validated, draft -> Edited, discarded -> Discarded, none -> Default).
+  same Parquet schema as 1.x: the suggestion is the prediction, every response in the ``responses`` column,
+  the consensus of the submitted ones the annotation (else the first draft, else a discarded one; see
+  ``pull``), and the status mapped to 1.x's names (any submitted -> Validated, else draft -> Edited,
+  discarded -> Discarded, none -> Default).
 """
 
 from __future__ import annotations
@@ -177,6 +180,11 @@ def metadata_types(dataset, fields) -> dict[str, str]:
     return out
 
 
+def distribution(min_submitted: int) -> dict:
+    """The task distribution under which a record is completed once ``min_submitted`` people submitted."""
+    return {"strategy": "overlap", "min_submitted": int(min_submitted)}
+
+
 def check_labels(labels: list[str]) -> None:
     if not OPTIONS_MIN <= len(labels) <= OPTIONS_MAX:
         raise ZsRayError(f"an Argilla 2.x label question takes {OPTIONS_MIN}-{OPTIONS_MAX} labels, not {len(labels)}")
@@ -201,6 +209,8 @@ def prepare(client: RubrixClient, config: SendConfig, session: Session, labels: 
         body = {"name": name, "workspace_id": session.workspace["id"],
                 "guidelines": "Zero-shot predictions by zs-ray: check or correct the suggested label.",
                 "metadata": {"zs_ray": {"tags": config.rubrix_tags, **(dataset_metadata or {})}}}
+        if config.min_submitted:
+            body["distribution"] = distribution(config.min_submitted)
         try:
             dataset = r(lambda: client.request("POST", "/api/v1/datasets", json_body=body, ok=(201,)).json())
         except RubrixError as exc:
@@ -211,6 +221,8 @@ def prepare(client: RubrixClient, config: SendConfig, session: Session, labels: 
                 raise
     did = dataset["id"]
     base = f"/api/v1/datasets/{did}"
+    if config.min_submitted and dataset.get("distribution") != distribution(config.min_submitted):
+        r(lambda: client.request("PATCH", base, json_body={"distribution": distribution(config.min_submitted)}))
     fields = r(lambda: client.request("GET", f"{base}/fields").json())["items"]
     questions = r(lambda: client.request("GET", f"{base}/questions").json())["items"]
     props = r(lambda: client.request("GET", f"/api/v1/me/datasets/{did}/metadata-properties").json())["items"]

@@ -52,7 +52,9 @@ def _label_list(value) -> list[str] | None:
 
 
 def to_row(r: dict, question_id: str, multi_label: bool, names: dict[str, str]) -> dict:
-    """One 2.x record -> one row of ``pull.SCHEMA`` (the 1.x columns)."""
+    """One 2.x record -> one row of ``pull.SCHEMA``: every response in ``responses`` (by annotator); the
+    annotation is the first submitted response (else a draft, else a discarded one) until ``pull.decide``
+    replaces it by the consensus of the submitted ones."""
     fields = r.get("fields") or {}
     sugg = next((s for s in r.get("suggestions") or [] if str(s.get("question_id")) == question_id), None)
     pred_labels = pred_scores = pred_agent = None
@@ -62,6 +64,11 @@ def to_row(r: dict, question_id: str, multi_label: bool, names: dict[str, str]) 
         pred_scores = None if score is None else [float(s) for s in (score if isinstance(score, list) else [score])]
         pred_agent = sugg.get("agent")
     responses = r.get("responses") or []
+    every = sorted(({"annotator": names.get(str(x.get("user_id")), str(x.get("user_id"))),
+                     "labels": _label_list(((x.get("values") or {}).get(QUESTION) or {}).get("value")),
+                     "status": x.get("status")} for x in responses),
+                   key=lambda x: (x["annotator"], RESPONSE_ORDER.index(x["status"])
+                                  if x["status"] in RESPONSE_ORDER else len(RESPONSE_ORDER)))
     chosen = None
     for status in RESPONSE_ORDER:
         chosen = next((x for x in responses if x.get("status") == status), None)
@@ -90,12 +97,14 @@ def to_row(r: dict, question_id: str, multi_label: bool, names: dict[str, str]) 
         "multi_label": multi_label,
         "metadata": [(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
                      for k, v in meta.items() if v is not None],
+        "responses": every,
     }
 
 
 def pull_rows(client: RubrixClient, config: ServerConfig, session: Session, statuses: list[str] | None,
-              page: int = PAGE_MAX):
-    """The rows of the dataset for ``pull`` (``statuses``: 1.x names, or 2.x's submitted/draft/discarded/pending)."""
+              page: int = PAGE_MAX, reviewers=()):
+    """The rows of the dataset for ``pull`` (``statuses``: 1.x names, or 2.x's submitted/draft/discarded/pending);
+    ``reviewers`` must be users of the server (one line if one is not)."""
     did = session.dataset["id"]
     questions = with_retries(config, lambda: client.request("GET", f"/api/v1/datasets/{did}/questions").json())["items"]
     question = next((q for q in questions if q["name"] == QUESTION), None)
@@ -103,6 +112,10 @@ def pull_rows(client: RubrixClient, config: ServerConfig, session: Session, stat
         raise ZsRayError(f"dataset {config.rubrix_dataset} has no {QUESTION!r} question: it was not made by zs-ray")
     multi = question["settings"]["type"] == "multi_label_selection"
     names = usernames(client, config, session)
+    unknown = sorted(set(reviewers) - set(names.values()))
+    if unknown:
+        raise ZsRayError(f"--reviewers {', '.join(unknown)}: no such user on {config.public_url} "
+                         f"(users: {', '.join(sorted(names.values()))})")
     wanted = None
     if statuses:
         alias = {**STATUS_FROM_V2, "pending": "Default"}

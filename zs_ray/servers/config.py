@@ -151,6 +151,11 @@ class SendConfig(ServerConfig):
         "The distribution as metadata on each record: all (every label's score, the margin and the entropy), "
         "uncertainty (margin and entropy only), none. The per-label scores cost Argilla 2.x about a quarter "
         "of its logging rate (benchmarks/results-argilla2.md)."))
+    min_submitted: Optional[int] = field(default=None, metadata=_help(
+        "Argilla 2.x: how many people answer each record (the dataset's task distribution, strategy overlap: a "
+        "record is completed once K people submitted); set on a new dataset and changed on an existing one. "
+        "Not given: a new dataset gets the server's default (1), an existing one keeps its own. Rubrix 0.x and "
+        "Argilla 1.x keep one annotation per record (K > 1 is refused there)."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,6 +184,8 @@ class SendConfig(ServerConfig):
         for name in ("chunk_size", "chunk_bytes", "senders"):
             if getattr(self, name) < 1:
                 raise ZsRayError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.min_submitted is not None and self.min_submitted < 1:
+            raise ZsRayError(f"--min-submitted must be >= 1 (people per record), got {self.min_submitted}")
         return self
 
 

@@ -19,6 +19,10 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
     client = RubrixClient(config)
     try:
         info = with_retries(config, client.info)
+        overlap = getattr(config, "min_submitted", None)
+        if overlap and overlap > 1 and info.generation != "argilla2":
+            raise ZsRayError(f"--min-submitted {overlap}: {'Rubrix' if info.generation == 'rubrix' else 'Argilla'} {info.version} keeps one annotation per record, so no "
+                             "record can be answered by several people; overlap needs Argilla 2.x")
         if info.generation == "argilla2":  # the /api/v1 API: key, workspace and dataset checked there
             from zs_ray.servers import argilla2
 

@@ -38,7 +38,12 @@ SCHEMA = pa.schema([
     ("status", pa.string()),
     ("multi_label", pa.bool_()),
     ("metadata", pa.map_(pa.string(), pa.string())),
+    # Every response every person gave (2.x: all of a record's; 0.x/1.x: its one annotation), by annotator.
+    ("responses", pa.list_(pa.struct([("annotator", pa.string()), ("labels", pa.list_(pa.string())),
+                                      ("status", pa.string())]))),
 ])
+# A 1.x record status -> the status of its one response (the 2.x names, which the responses column uses).
+RESPONSE_STATUS = {"Validated": "submitted", "Edited": "draft", "Discarded": "discarded"}
 
 
 @dataclass
@@ -47,10 +52,12 @@ class PullReport:
     path: str
     rows: int = 0
     status: dict[str, int] = field(default_factory=dict)
+    responses: int = 0
 
     def summary(self) -> str:
         st = ", ".join(f"{k or 'no status'} {v}" for k, v in sorted(self.status.items(), key=lambda kv: kv[0] or ""))
-        return f"pulled {self.rows} records of {self.dataset} to {self.path} ({st or 'none'})"
+        return (f"pulled {self.rows} records and {self.responses} responses of {self.dataset} to {self.path} "
+                f"({st or 'none'})")
 
 
 def _one(value, agent_key: str = "agent") -> tuple[dict | None, str | None]:
@@ -86,6 +93,9 @@ def to_row(r: dict) -> dict:
     pred_labels, pred_scores = _labels(pred)
     ann_labels, _ = _labels(ann)
     status = r.get("status")
+    responses = [] if ann is None else [{
+        "annotator": ann_agent or (r.get("annotated_by") or [None])[0], "labels": ann_labels,
+        "status": RESPONSE_STATUS.get(str(status), str(status).lower() if status is not None else None)}]
     return {
         "id": str(r.get("id")),
         "text": inputs.get("text", next(iter(inputs.values()), None)) if inputs else None,
@@ -99,13 +109,41 @@ def to_row(r: dict) -> dict:
         "status": str(status) if status is not None else None,
         "multi_label": r.get("multi_label"),
         "metadata": [(k, _text(v)) for k, v in meta.items() if v is not None],
+        "responses": responses,
     }
 
 
+def decide(rows: list[dict], reviewers=()) -> list[dict]:
+    """Each row's annotation becomes the consensus of its submitted responses (``zs_ray.team``, majority: a
+    tie is left unresolved, with no annotation; a reviewer's answer decides), its agent who decided it: the
+    one annotator, ``consensus``, or the reviewer. Rows without a submitted response keep what they have."""
+    from zs_ray.team import Responses, resolve
+
+    per_record, keys = [], {}
+    for row in rows:
+        answers = []
+        for x in row.get("responses") or []:
+            if x["status"] == "submitted" and x["labels"]:
+                key = "\x1f".join(sorted(x["labels"])) if row.get("multi_label") else x["labels"][0]
+                keys[key] = sorted(x["labels"]) if row.get("multi_label") else x["labels"]
+                answers.append((x["annotator"], key))
+        per_record.append(answers)
+    if not keys:
+        return rows
+    team = Responses.from_lists([r["id"] for r in rows], per_record)
+    result = resolve(team, "majority", reviewers=list(reviewers))
+    for row, answers, label, agent in zip(rows, per_record, result.label, result.decided_by):
+        if answers:
+            row["annotation_labels"] = keys[team.labels[label]] if label >= 0 else None
+            row["annotation_agent"] = agent if label >= 0 else None
+    return rows
+
+
 def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | None = None,
-         page_size: int = 1000) -> PullReport:
+         page_size: int = 1000, reviewers=()) -> PullReport:
     """Write every record of ``config.rubrix_dataset`` (optionally filtered by a server query, e.g.
-    ``{"status": ["Validated"]}``) to ``output_path`` (a path or fsspec URI ending in .parquet)."""
+    ``{"status": ["Validated"]}``) to ``output_path`` (a path or fsspec URI ending in .parquet): every response in
+    ``responses``, their consensus (``decide``; ``reviewers``' answers decide) as the annotation."""
     import fsspec
     from tqdm.auto import tqdm
 
@@ -130,7 +168,8 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
             if info.generation == "argilla2":  # the /api/v1 records, mapped to the same rows
                 from zs_ray.servers import argilla2_pull
 
-                source = argilla2_pull.pull_rows(client, config, client.argilla2, (query or {}).get("status"), page_size)
+                source = argilla2_pull.pull_rows(client, config, client.argilla2, (query or {}).get("status"), page_size,
+                                                 reviewers)
             else:
                 source = map(to_row, client.iter_records(query, page=page_size, retry=True))
             for row in source:
@@ -138,12 +177,14 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
                 status[rows[-1]["status"]] += 1
                 bar.update()
                 if len(rows) >= page_size:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                    writer.write_table(pa.Table.from_pylist(decide(rows, reviewers), schema=SCHEMA))
                     report.rows += len(rows)
+                    report.responses += sum(len(r["responses"]) for r in rows)
                     rows = []
             if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                writer.write_table(pa.Table.from_pylist(decide(rows, reviewers), schema=SCHEMA))
                 report.rows += len(rows)
+                report.responses += sum(len(r["responses"]) for r in rows)
         fs.mv(tmp, path)
     except RubrixError as exc:
         raise ZsRayError(f"reading {config.rubrix_dataset} from {config.public_url}: {exc}") from None

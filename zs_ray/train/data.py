@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 from zs_ray.errors import ZsRayError
-from zs_ray.workflow.data import Labelled, load
+from zs_ray.workflow.data import Labelled, load_for
 
 HUMAN, ZERO_SHOT = "human", "zero-shot"
 
@@ -123,7 +123,7 @@ def _rows(i: np.ndarray, ids, texts, labels, source: str, weight: float) -> Rows
 
 def prepare(config, thresholds: Optional[dict] = None) -> TrainData:
     """Read ``config.input`` and split it (``TrainConfig``); ``thresholds``: label -> score for zero-shot labels."""
-    data = load(config.input, config.gold_column, config.label_map, config.status, config.exclude_agent)
+    data = load_for(config)
     if data.n_labelled == 0:
         extra = f" ({'; '.join(data.notes)})" if data.notes else ""
         raise ZsRayError(f"{config.input} has no human labels to train on: {len(data.ids)} records, none annotated "

@@ -8,6 +8,9 @@ it is the label the record would have been bulk-labelled with (its top predictio
 answered, c correct: the realised precision is c / k and its lower bound the one-sided Clopper-Pearson bound
 of ``thresholds`` at the confidence of the thresholds file, judged against its target precision P:
 
+With several people on a record, its answer is their consensus (``--consensus``, ``--reviewers``; a tie is
+unresolved and counts as unanswered).
+
 * **pass**: the bound reaches P even if every audit record still unanswered turns out wrong (LB(c, n) >= P);
 * **fail**: the bound misses P even if every one still unanswered turns out right (LB(c + n - k, n) < P);
 * otherwise **not enough answers** (nothing is decided by the order in which people happen to answer).
@@ -57,15 +60,53 @@ def read_journal(path: str) -> tuple[dict, dict, set]:
     return dict(bulk), dict(audit), agents
 
 
-def judge(label: str, recs: dict, entries: dict, statuses: set, agents: set) -> dict:
-    """One label's audit: its records as read now (``recs``) and their undo-file entries."""
+def answers(recs: dict, settings, agents: set) -> dict:
+    """id -> the people's answer to an audit record: the consensus (``--consensus``, ``--reviewers``) of its
+    answers with a status in ``--status`` by anyone but the bulk agents; None where they tie (unresolved)."""
+    from zs_ray.team import Responses, resolve
+    from zs_ray.workflow.consensus import STATUS_OF_RESPONSE
+
+    wanted = {STATUS_OF_RESPONSE.get(s, s.lower()) for s in settings.status}
+    ids, per_record, probs = [], [], []
+    for i, r in recs.items():
+        if r is None or not r.annotated:
+            continue
+        if "responses" in (r.state or {}):  # Argilla 2.x: every person's response
+            got = [(x["user"], ((x.get("values") or {}).get("label") or {}).get("value"))
+                   for x in r.state["responses"] if x["status"] in wanted and x["user"] not in agents]
+        else:  # 0.x / 1.x: the record's one annotation
+            ok = r.status in settings.status and r.annotation_agent not in agents and r.annotation_labels
+            got = [(r.annotation_agent, r.annotation_labels[0])] if ok and len(r.annotation_labels) == 1 else []
+        got = [(a, v) for a, v in got if isinstance(v, str)]
+        if got:
+            ids.append(i)
+            per_record.append(got)
+            probs.append((r.label, r.score))
+    if not ids:
+        return {}
+    team = Responses.from_lists(ids, per_record,
+                                labels=sorted({v for a in per_record for _, v in a} | {p for p, _ in probs if p}))
+    model = None
+    if settings.consensus == "model-weighted":  # the top prediction's score, the rest shared evenly
+        import numpy as np
+
+        k = len(team.labels)
+        model = np.full((len(ids), k), 1.0 / k)
+        for row, (top, score) in enumerate(probs):
+            if top in team.labels and score == score:
+                model[row] = (1.0 - score) / max(k - 1, 1)
+                model[row, team.labels.index(top)] = score
+    result = resolve(team, settings.consensus, reviewers=settings.reviewers, model_probs=model)
+    return {i: team.labels[x] if x >= 0 else None for i, x in zip(ids, result.label)}
+
+
+def judge(label: str, recs: dict, entries: dict, decided: dict) -> dict:
+    """One label's audit: its records as read now (``recs``), their undo-file entries and the people's answers."""
     first = next(iter(entries.values()))
     target, confidence = float(first["target"]), float(first["confidence"])
     n = len(entries)
-    answers = [r.annotation_labels for i in entries for r in [recs.get(i)]
-               if r is not None and r.annotated and r.status in statuses and r.annotation_agent not in agents
-               and r.annotation_labels and len(r.annotation_labels) == 1]
-    k, c = len(answers), sum(a == [label] for a in answers)
+    given = [decided[i] for i in entries if decided.get(i) is not None]
+    k, c = len(given), sum(a == label for a in given)
     worst, best = (float(x) for x in lower_bound([c, c + n - k], [n, n], confidence))
     status = "pass" if worst >= target else "fail" if best < target else f"not enough answers ({k} of {n})"
     return {"audited": n, "answered": k, "correct": c, "missing": sum(i not in recs for i in entries), "precision": c / k if k else None,
@@ -90,10 +131,12 @@ def run_audit(settings, server, adapter=None) -> dict:
                 recs.update(with_retries(server, lambda: adapter.read(chunk)))
         except RubrixError as exc:
             raise ZsRayError(f"reading the audit records of {server.rubrix_dataset}: {exc}") from None
-        labels = {lab: {**judge(lab, recs, audit[lab], set(settings.status), agents),
+        decided = answers(recs, settings, agents)
+        labels = {lab: {**judge(lab, recs, audit[lab], decided),
                         "bulk_labels": len(bulk.get(lab, ()))} for lab in sorted(audit)}
+        unresolved = sum(1 for entries in audit.values() for i in entries if i in decided and decided[i] is None)
         result = {"dataset": server.rubrix_dataset, "server": adapter.name, "undo_file": path, "bound": BOUND,
-                  "labels": labels}
+                  "consensus": settings.consensus, "unresolved": unresolved, "labels": labels}
         failing = sorted(lab for lab, r in labels.items() if r["status"] == "fail")
         if settings.undo_failing:
             report = BulkReport("undo", server.rubrix_dataset, adapter.name, undo_file=path)
@@ -111,6 +154,8 @@ def run_audit(settings, server, adapter=None) -> dict:
 
 def table(result: dict, output: Optional[str] = None) -> str:
     head = f"audit of the bulk labels of {result['dataset']} ({result['server']}), {result['bound']}"
+    if result.get("unresolved"):
+        head += f"; {result['unresolved']} audit records unresolved ({result['consensus']}: their answers tie), left out"
     rows = [("label", "bulk labels", "audited", "answered", "correct", "precision", "lower bound", "target", "")]
     for lab, r in result["labels"].items():
         prec = "-" if r["precision"] is None else f"{r['precision']:.3f}"

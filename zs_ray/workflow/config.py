@@ -19,6 +19,7 @@ from typing import Literal, Optional
 
 from zs_ray.errors import ZsRayError
 from zs_ray.servers.config import SendConfig
+from zs_ray.team.config import ConsensusConfig
 
 BULK_AGENT = "zs-ray-bulk"
 HUMAN_STATUSES = ["Validated"]
@@ -29,7 +30,7 @@ def _help(text: str) -> dict:
 
 
 @dataclass
-class LabelledInputConfig:
+class LabelledInputConfig(ConsensusConfig):
     """The labelled records a command reads (``zs_ray.workflow.data``): a pulled file, whose human labels are
     the annotations in ``status`` by anyone but ``exclude_agent``; or an annotation-job output with a gold column
     and a label map. The first settings of ``evaluate``, ``tune`` and ``train``."""
@@ -48,6 +49,7 @@ class LabelledInputConfig:
         "Annotation agents that are not human labels (default: zs-ray-bulk, the bulk labels)."))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.input:
             raise ZsRayError("--input is required")
         if bool(self.gold_column) != bool(self.label_map):
@@ -73,7 +75,7 @@ class EvaluateConfig(LabelledInputConfig):
 
 
 @dataclass
-class ThresholdsConfig:
+class ThresholdsConfig(ConsensusConfig):
     """``zs-ray thresholds``: per label, the lowest score threshold whose precision reaches a target."""
 
     input: str = field(default="", metadata=_help("A `zs-ray pull` Parquet file (human labels + unlabelled records)."))
@@ -89,6 +91,7 @@ class ThresholdsConfig:
         "Annotation agents that are not human labels (default: zs-ray-bulk)."))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.input:
             raise ZsRayError("--input is required")
         for name in ("target_precision", "confidence"):
@@ -179,7 +182,7 @@ class BulkLabelConfig:
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(ConsensusConfig):
     """``zs-ray audit``: the people's answers on the audit sample of ``bulk-label --apply`` -> each label's realised
     precision and its lower bound against the target; ``--undo-failing`` takes back the failing labels' bulk labels."""
 

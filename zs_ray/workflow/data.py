@@ -3,9 +3,11 @@ score, and its human label (None where it has none that counts).
 
 * A ``zs-ray pull`` file (``zs_ray.servers.pull.SCHEMA``): the prediction is the top-scored of
   ``prediction_labels``/``prediction_scores`` (the server's order is not the score order on every
-  generation); a record counts as human-labelled when it has an annotation with one label, a status in
-  ``statuses`` (default Validated) and an annotation agent not in ``exclude_agents`` (default the bulk
-  labels' ``zs-ray-bulk``: evaluating the bulk labels against themselves would say nothing).
+  generation). With a ``responses`` column (every file pulled since teams), a record's human label is the
+  consensus (``--consensus``, ``--reviewers``: ``zs_ray.workflow.consensus``) of its responses with a status in
+  ``statuses`` (default Validated, a submitted response) by annotators not in ``exclude_agents`` (default the bulk
+  labels' ``zs-ray-bulk``: evaluating the bulk labels against themselves would say nothing); ties are counted
+  as unresolved and left out. An older file without it: the record's one annotation, on the same terms.
 * An annotation-job output with a gold column and a YAML label map (gold value -> candidate label): gold
   values the map does not name are counted (``unmapped``) and left out.
 """
@@ -44,6 +46,7 @@ class Labelled:
     notes: list[str] = field(default_factory=list)  # what was left out, and why
     unmapped: dict = field(default_factory=dict)
     text: Optional[np.ndarray] = None  # object: each record's text, when asked for (``zs-ray tune``)
+    unresolved: int = 0  # pull with responses: records whose answers tie under the consensus, left out
 
     @property
     def has_gold(self) -> np.ndarray:
@@ -61,8 +64,8 @@ def top(labels, scores) -> tuple[Optional[str], float]:
     return labels[i], float(scores[i])
 
 
-def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk",), with_text: bool = False
-                ) -> Labelled:
+def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk",), with_text: bool = False,
+                consensus: str = "majority", reviewers=()) -> Labelled:
     if not os.path.exists(path):
         raise ZsRayError(f"--input {path} does not exist")
     try:
@@ -79,6 +82,13 @@ def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk
     if any(cols["multi_label"]):
         raise ZsRayError(f"--input {path} holds multi-label records: evaluate and thresholds handle single-label "
                          "datasets only")
+    team = None
+    if "responses" in table.schema.names:  # every person's answer: the consensus is the human label
+        from zs_ray.workflow.consensus import team_labels
+
+        cols.update({c: table.column(c).to_pylist() for c in ("responses", "metadata", "annotation_agent")})
+        labels = sorted({x for ls in cols["prediction_labels"] if ls for x in ls})
+        team = team_labels(cols, labels, consensus, reviewers, statuses, exclude_agents)
     preds, scores, gold, annotated = [], [], [], []
     why: Counter = Counter()
     for i in range(table.num_rows):
@@ -86,9 +96,14 @@ def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk
         preds.append(p)
         scores.append(s)
         ann = cols["annotation_labels"][i]
-        annotated.append(ann is not None)
+        annotated.append(ann is not None or bool(team and cols["responses"][i]))
         g = None
-        if ann is not None:
+        if team is not None:
+            g = team.gold[i]
+            if g is not None and p is None:
+                why["no prediction"] += 1
+                g = None
+        elif ann is not None:
             if cols["status"][i] not in statuses:
                 why[f"status {cols['status'][i]}"] += 1
             elif cols["annotation_agent"][i] in exclude_agents:
@@ -106,6 +121,9 @@ def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk
     labelled.labels = sorted({p for p in preds if p} | {g for g in gold if g}
                              | {x for ls in cols["prediction_labels"] if ls for x in ls})
     labelled.notes = [f"{n} annotated records left out ({w})" for w, n in sorted(why.items())]
+    if team is not None:
+        labelled.notes = team.notes + labelled.notes
+        labelled.unresolved = team.unresolved
     if with_text:
         labelled.text = np.array(table.column("text").to_pylist() if "text" in table.schema.names
                                  else [None] * table.num_rows, dtype=object)
@@ -165,14 +183,21 @@ def load_output(uri: str, gold_column: str, label_map_path: str, config: Optiona
 
 def load(input: str, gold_column: Optional[str] = None, label_map: Optional[str] = None,
          statuses=("Validated",), exclude_agents=("zs-ray-bulk",), config: Optional[str] = None,
-         with_text: bool = False) -> Labelled:
-    """The records of ``input`` (with ``with_text``, their texts too; ``config``: one config's rows of an output)."""
+         with_text: bool = False, consensus: str = "majority", reviewers=()) -> Labelled:
+    """The records of ``input`` (with ``with_text``, their texts too; ``config``: one config's rows of an output;
+    ``consensus``, ``reviewers``: how a pulled file's responses become one label, ``zs_ray.workflow.consensus``)."""
     if gold_column:
         return load_output(input, gold_column, label_map, config, with_text)
     if os.path.isdir(input):
         raise ZsRayError(f"--input {input} is a directory: for an annotation-job output give --gold-column and "
                          "--label-map; for annotations, a `zs-ray pull` file")
-    return load_pulled(input, tuple(statuses), tuple(exclude_agents), with_text)
+    return load_pulled(input, tuple(statuses), tuple(exclude_agents), with_text, consensus, tuple(reviewers or ()))
+
+
+def load_for(settings, config: Optional[str] = None, with_text: bool = False) -> Labelled:
+    """``load`` with a command's settings (``LabelledInputConfig`` or one with its pulled-file fields)."""
+    return load(settings.input, getattr(settings, "gold_column", None), getattr(settings, "label_map", None),
+                settings.status, settings.exclude_agent, config, with_text, settings.consensus, settings.reviewers)
 
 
 def require_labels(data: Labelled, minimum: int = 1) -> None:

@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from zs_ray.errors import ZsRayError
-from zs_ray.workflow.data import Labelled, load, require_labels
+from zs_ray.workflow.data import Labelled, load_for, require_labels
 
 THRESHOLDS = [round(x, 2) for x in np.linspace(0, 1, 101)]
 
@@ -150,7 +150,7 @@ def evaluate(config) -> dict:
     from zs_ray.workflow.report import write_report
 
     steps = tqdm(total=3, desc="evaluate", unit="step", disable=None)
-    data: Labelled = load(config.input, config.gold_column, config.label_map, config.status, config.exclude_agent)
+    data: Labelled = load_for(config)
     require_labels(data)
     steps.update()
     mask = data.has_gold

@@ -34,7 +34,7 @@ from typing import Optional
 
 import numpy as np
 
-from zs_ray.workflow.data import Labelled, load, require_labels
+from zs_ray.workflow.data import Labelled, load_for, require_labels
 
 BOUND = "one-sided Clopper-Pearson lower bound"
 
@@ -160,7 +160,7 @@ def compute(data: Labelled, target: float, confidence: float) -> dict:
 
 def thresholds(config) -> dict:
     """Run ``zs-ray thresholds`` (``ThresholdsConfig``); returns (and with --output writes) the JSON."""
-    data = load(config.input, statuses=config.status, exclude_agents=config.exclude_agent)
+    data = load_for(config)
     require_labels(data)
     result = {"input": str(config.input), "target_precision": config.target_precision,
               "confidence": config.confidence, "bound": BOUND, "records": int(len(data.ids)),

@@ -158,11 +158,10 @@ def verdict(rows: list, order: list) -> tuple[bool, str]:
 def tune(config) -> dict:
     """Run ``zs-ray tune`` (``TuneConfig``): returns what it writes to tune.json."""
     from zs_ray import presets
-    from zs_ray.workflow.data import load, require_labels
+    from zs_ray.workflow.data import load_for, require_labels
     from zs_ray.workflow.tune_score import distinct_hypotheses, score_hypotheses
 
-    data = load(config.input, config.gold_column, config.label_map, config.status, config.exclude_agent,
-                config.config if config.gold_column else None, with_text=True)
+    data = load_for(config, config.config if config.gold_column else None, with_text=True)
     require_labels(data)
     name, current, multi_label = current_settings(config, data)
     mask = data.has_gold & np.array([isinstance(t, str) and bool(t.strip()) for t in data.text], dtype=bool)
