@@ -1,4 +1,5 @@
-"""``zs-ray``: the command line, generated from the settings dataclasses in ``zs_ray.config``.
+"""``zs-ray``: the command line, generated from the settings dataclasses (``COMMANDS``: each
+command's, from ``zs_ray.config`` and the settings modules beside the commands).
 
 ``zs-ray annotate`` runs the job; ``zs-ray log`` logs (or finishes logging) an output; ``zs-ray pull``
 reads annotations back. Flags come from the dataclasses through transformers' ``HfArgumentParser``;
@@ -21,8 +22,27 @@ from typing import Optional, Sequence
 from transformers import HfArgumentParser
 
 from zs_ray.cluster import Stopped, stop_on_sigterm
-from zs_ray.config import COMMANDS
+from zs_ray.config import AnnotateConfig, LogConfig, PullConfig
 from zs_ray.errors import ZsRayError
+from zs_ray.servers.config import ServerConfig
+from zs_ray.train.config import TrainConfig
+from zs_ray.workflow.config import AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig
+from zs_ray.workflow.tune_config import TuneConfig
+
+#: Each command's settings classes, in the order the CLI builds them: the one table that lists them all
+#: (nothing below the CLI imports it).
+COMMANDS = {
+    "annotate": (AnnotateConfig, RubrixConfig),
+    "log": (LogConfig, RubrixConfig),
+    "pull": (PullConfig, ServerConfig),
+    # The annotation workflow (zs_ray/workflow/config.py, zs_ray/workflow/tune_config.py).
+    "evaluate": (EvaluateConfig,),
+    "thresholds": (ThresholdsConfig,),
+    "bulk-label": (BulkLabelConfig, ServerConfig),
+    "audit": (AuditConfig, ServerConfig),
+    "tune": (TuneConfig,),
+    "train": (TrainConfig,),
+}
 
 DESCRIPTIONS = {
     "annotate": "classify a dataset split with a zero-shot NLI model on Ray; write Parquet (and log it "
