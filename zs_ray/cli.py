@@ -66,11 +66,33 @@ class _Parser(HfArgumentParser):
         raise ZsRayError(message)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` only where a flag has one: not for None, an empty string or list, a switch without a
+    value (``--no-dry-run``), or a help text that already says its default in its own words; a list as its
+    values, as they are typed (``--aggregate max mean``)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS
+                or (isinstance(action.default, (str, list, tuple)) and not action.default)
+                or "default:" in text.lower() or "%(default)" in text):
+            return text
+        value = action.default
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def build_parser(command: str) -> HfArgumentParser:
     parser = _Parser(COMMANDS[command], prog=f"zs-ray {command}", description=DESCRIPTIONS[command],
-                     allow_abbrev=False)
+                     allow_abbrev=False, formatter_class=_Help)
     parser.add_argument("--config-file", help="YAML or JSON file of settings, keyed by the flags' names "
                                               "(text_field or text-field); flags given here override it")
+    for action in parser._actions:  # the flags as people type them: --gold-column, not --gold_column
+        dashed = [o for o in action.option_strings if not (o.startswith("--") and "_" in o)]
+        if dashed and len(dashed) < len(action.option_strings):
+            # Shown in usage and --help: the dashed spelling; the underscore one stays in the parser's table of
+            # option strings (``_option_string_actions``), so it is still accepted.
+            action.option_strings = dashed
     return parser
 
 
