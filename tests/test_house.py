@@ -1,7 +1,8 @@
 """The house rules of docs/layout.md, kept by the suite: no import cycle among zs_ray's modules, no module over
-350 lines, and the layers (the server package imports nothing of the workflow, training or the job; a settings
-module imports no command; only the CLI lists every command's settings). Each test reads the code (``ast`` or
-``../shared/tools/import_cycles.py``), imports nothing of zs_ray and fails naming what it found."""
+350 lines, the layers (the server package imports nothing of the workflow, training or the job; a settings module
+imports no command; only the CLI lists every command's settings), and the stages' columns. The layer tests read
+the code (``ast`` or ``../shared/tools/import_cycles.py``), import nothing of zs_ray and fail naming what they
+found."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ MAX_LINES = 350
 
 #: The modules that run a command (what the CLI's runners call, and what they run): a settings module imports none.
 COMMAND_MODULES = {
-    "zs_ray.cli", "zs_ray.pipeline", "zs_ray.dryrun", "zs_ray.logstage",
+    "zs_ray.cli", "zs_ray.pipeline", "zs_ray.dryrun", "zs_ray.stages.log",
     "zs_ray.servers.ingest", "zs_ray.servers.pull",
     "zs_ray.workflow.evaluate", "zs_ray.workflow.report", "zs_ray.workflow.thresholds", "zs_ray.workflow.bulk",
     "zs_ray.workflow.audit", "zs_ray.workflow.tune", "zs_ray.workflow.tune_score", "zs_ray.workflow.suggest",
     "zs_ray.train", "zs_ray.train.run", "zs_ray.train.loop", "zs_ray.train.data",
 }
 #: What the server package must not import: the layers above it (and its old alias, which imports it).
-ABOVE_SERVERS = ("zs_ray.workflow", "zs_ray.train", "zs_ray.pipeline", "zs_ray.rubrix", "zs_ray.logstage",
+ABOVE_SERVERS = ("zs_ray.workflow", "zs_ray.train", "zs_ray.pipeline", "zs_ray.rubrix", "zs_ray.stages",
                  "zs_ray.dryrun", "zs_ray.cli", "zs_ray.config")
 
 
@@ -105,3 +106,14 @@ def test_only_the_cli_lists_every_command():
     bad = [str(p.relative_to(ROOT)) for name, p in _modules().items()
            if name not in ("zs_ray.cli", "zs_ray.__main__") and "zs_ray.cli" in _imports(p)]
     assert not bad, f"modules below the CLI import zs_ray.cli (the table of every command): {bad}"
+
+
+def test_each_stage_needs_what_a_stage_before_it_makes():
+    """``zs_ray/stages/``: the job's five stages, in order, each declaring the columns it needs and makes."""
+    import importlib
+
+    from zs_ray.stages import ORDER
+    from zs_ray.stages.base import check_columns
+
+    assert ORDER == ("read", "tokenize", "model", "write", "log")
+    check_columns([importlib.import_module(f"zs_ray.stages.{name}") for name in ORDER])

@@ -168,7 +168,7 @@ def run_annotate(config, rubrix) -> int:
 
 
 def run_log(settings, rubrix) -> int:
-    from zs_ray.logstage import log_run
+    from zs_ray.stages.log import log_run
 
     if settings.update_suggestions:
         from zs_ray.workflow.suggest import update_run

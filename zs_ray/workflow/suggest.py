@@ -75,7 +75,7 @@ class UpdateReport:
 
 
 def update_run(output, config: SendConfig) -> list[UpdateReport]:
-    """``update_suggestions`` for an output, one dataset per config as ``logstage.log_run`` logs them."""
+    """``update_suggestions`` for an output, one dataset per config as ``stages.log.log_run`` logs them."""
     if getattr(config, "sample", None):
         raise ZsRayError("--sample marks records when they are first logged; it does not go with --update-suggestions")
     out = output if isinstance(output, Output) else open_output(str(output))
