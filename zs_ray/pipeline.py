@@ -26,12 +26,12 @@ from zs_ray.engine import PairEncoder, load_model_config
 from zs_ray.engine.supervised import NLI, TextEncoder, class_map, model_kind
 from zs_ray.errors import ZsRayError
 from zs_ray.dryrun import DryRun, dry_run
-from zs_ray.stages.log import LiveLog, dataset_names, log_run
-from zs_ray.stages.model import TEXTS_PER_BATCH, ModelStage, worker_precision
 from zs_ray.resources import AUX_CPUS, Pools, plan_pools
 from zs_ray.servers import LogReport, preflight
 from zs_ray.stages import read, write
 from zs_ray.stages.base import Stage
+from zs_ray.stages.log import LiveLog, dataset_names, log_run
+from zs_ray.stages.model import TEXTS_PER_BATCH, ModelStage, worker_precision
 from zs_ray.stages.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
 from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.sample import live_logging_allowed, resolve_for_plan
