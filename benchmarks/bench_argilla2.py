@@ -48,7 +48,7 @@ from zs_ray import RubrixConfig  # noqa: E402
 from zs_ray.servers import argilla2, log_output  # noqa: E402
 from zs_ray.servers import records as rec  # noqa: E402
 from zs_ray.servers.connect import connect  # noqa: E402
-from zs_ray.servers.ingest import prepare_v2  # noqa: E402
+from zs_ray.servers.prepare import prepare_v2  # noqa: E402
 
 SENDERS = (1, 4, 8, 16)
 DATABASES = ("SQLite", "PostgreSQL")
@@ -75,7 +75,7 @@ def config(srv, name, senders, chunk) -> RubrixConfig:
 
 
 def prepare(srv, name, out, chunk):
-    """A dataset set up exactly as zs-ray sets it up (``ingest.prepare_v2``: fields, question, every metadata
+    """A dataset set up exactly as zs-ray sets it up (``prepare.prepare_v2``: fields, question, every metadata
     property, the per-label score properties included; not timed); returns its target (for the raw stream's
     items), the record spec zs-ray uses (the scores as metadata: ``records.with_scores``) and the output."""
     cfg = config(srv, name, 1, chunk)

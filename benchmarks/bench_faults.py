@@ -34,7 +34,7 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 from bench_engine import machine, write_section  # noqa: E402
 
-from zs_ray.predict import ModelStage  # noqa: E402
+from zs_ray.stages.model import ModelStage  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results-faults.md"
 BEGIN, END = "<!-- bench_faults:begin -->", "<!-- bench_faults:end -->"

@@ -9,7 +9,7 @@ MLSum-shaped Parquet dataset is written (tests/builders.write_mlsum), then
     included, Ray start excluded).
 Both report articles/s; the ratio job/engine says what the Ray stages cost (or hide) on this machine.
 
-It also times the tokenize stage alone (``zs_ray.tokenize.TokenizeStage`` on Arrow blocks of 256 texts,
+It also times the tokenize stage alone (``zs_ray.stages.tokenize.TokenizeStage`` on Arrow blocks of 256 texts,
 one thread): the articles/s one tokenizer CPU supplies to the model stage, with each text tokenized
 once (zs-ray) and once per label (the pipeline's tokenizer call), on summaries and full articles. On
 a GPU node that rate, against the GPU's, says how many tokenizer CPUs keep it fed.
@@ -82,7 +82,7 @@ def stage_rates(model: str, texts_per_set: int = 512, repeats: int = 3) -> list[
     import pyarrow as pa
     from bench_engine import datasets
 
-    from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE_BATCH, TokenizeStage
+    from zs_ray.stages.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE_BATCH, TokenizeStage
 
     rows = []
     for name, texts in datasets(texts_per_set, texts_per_set).items():

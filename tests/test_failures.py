@@ -120,7 +120,7 @@ class CountingModelStage:
     workers: see ``_counting_cli``)."""
 
     def __init__(self, *args, **kwargs):
-        from zs_ray.predict import ModelStage
+        from zs_ray.stages.model import ModelStage
 
         self.stage = ModelStage(*args, **kwargs)
 
@@ -181,7 +181,7 @@ def test_driver_killed_half_way_then_the_rows_done_are_not_computed_again(tmp_pa
 
 def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(ray_local, tmp_path, capsys, nli_model):
     """An unfinished run is never mixed with other settings."""
-    from zs_ray.write import RUN_FILE
+    from zs_ray.stages.write import RUN_FILE
 
     data = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pylist(mlsum_rows(20, seed=1)), data)

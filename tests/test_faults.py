@@ -2,7 +2,7 @@
 a multi-node cluster. Either way the job finishes and writes every input row exactly once, with the
 engine's scores.
 
-What recovers (limits in ``zs_ray/stage.py``): Ray restarts a dead actor and runs its constructor again
+What recovers (limits in ``zs_ray/stages/base.py``): Ray restarts a dead actor and runs its constructor again
 (at most ``ACTOR_MAX_RESTARTS`` times per actor) and resubmits the batches that were in flight on it
 (``ACTOR_TASK_MAX_RETRIES``: no count of its own); blocks lost with a node are rebuilt by re-running the
 tasks that made them (lineage; even an actor Ray Data had already released is restarted for that); read

@@ -11,7 +11,7 @@ import pytest
 
 from tests.builders import MLSUM_SCHEMA, mlsum_rows
 from zs_ray import ZsRayError
-from zs_ray.read import plan_read, read_segment
+from zs_ray.stages.read import plan_read, read_segment
 
 
 def rows_of(plan):
@@ -50,7 +50,7 @@ def test_percent_and_concatenated_splits(mlsum_dir):
 def test_a_small_run_is_cut_into_enough_read_tasks(tmp_path):
     """A run under MIN_READ_TASKS x ROWS_PER_READ_TASK rows is cut finer (at row groups), so that every actor
     of a pool gets blocks and not only the first one ready; the rows and ids are those of the default cut."""
-    from zs_ray.read import plan_runs, source as src
+    from zs_ray.stages.read import plan_runs, source as src
 
     pq.write_table(pa.Table.from_pylist(source(8000), schema=MLSUM_SCHEMA), tmp_path / "f.parquet",
                    row_group_size=256)
@@ -141,7 +141,7 @@ def test_missing_hub_dataset_is_one_line_error(monkeypatch):
 def test_hub_ids_are_read_over_hffilesystem():
     from huggingface_hub import HfFileSystem
 
-    from zs_ray.read import _filesystem
+    from zs_ray.stages.read import _filesystem
 
     fs, root = _filesystem("mteb/mlsum")
     assert isinstance(fs, HfFileSystem) and root == "datasets/mteb/mlsum"
@@ -251,7 +251,7 @@ def test_card_configs_over_another_fsspec_filesystem(card_dir):
 
 def test_config_dirs_without_a_card_stay_our_rule(mlsum_dir):
     """CONFIG/SPLIT-*.parquet without a card: get_data_patterns on the root would merge configs."""
-    from zs_ray.read import resolve_files
+    from zs_ray.stages.read import resolve_files
 
     _, files, used, single = resolve_files(mlsum_dir, "es")
     assert used == "es" and not single and sorted(files) == ["test", "train", "validation"]

@@ -8,8 +8,8 @@ import pytest
 
 from tests.builders import mlsum_rows
 from zs_ray import ZsRayError
-from zs_ray.read import plan_read, read_segment
-from zs_ray.read import source as read_source
+from zs_ray.stages.read import plan_read, read_segment
+from zs_ray.stages.read import source as read_source
 
 N = 10_000  # three blocks of ROWS_PER_READ_TASK (4096) lines
 
@@ -140,7 +140,7 @@ def test_json_that_is_not_a_list_of_records_is_refused(tmp_path, content, found)
 
 
 def test_jsonl_read_tasks_in_ray(big_jsonl, ray_local):
-    from zs_ray.read import read_dataset
+    from zs_ray.stages.read import read_dataset
 
     path, rows = big_jsonl
     plan = plan_read(str(path), None, "train[100:9000]", "summary")

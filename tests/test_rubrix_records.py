@@ -188,18 +188,3 @@ def test_the_old_package_name_is_an_alias_of_servers():
     assert issubclass(RubrixConfig, config.SendConfig)
     assert config.SendConfig(rubrix_dataset="d").sample_rule_for(None) is None  # servers: no sample of their own
     assert not hasattr(config.SendConfig(rubrix_dataset="d"), "sample")
-
-
-def test_the_server_package_imports_no_layer_above_it():
-    """zs_ray/servers/ never imports the workflow, the job or its old alias (no import circle through it)."""
-    import ast
-    import pathlib
-
-    import zs_ray.servers
-
-    above = ("zs_ray.workflow", "zs_ray.rubrix", "zs_ray.logstage", "zs_ray.pipeline", "zs_ray.cli", "zs_ray.config")
-    for path in pathlib.Path(zs_ray.servers.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not [n for n in names if n.startswith(above)], f"{path.name} imports {names}"

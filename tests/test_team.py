@@ -161,8 +161,8 @@ def test_team_bad_input_is_one_line(argilla2, tmp_path, ray_local, capsys):
     code, _, err = run(capsys, "log", "--input", out, *flags, "--min-submitted", 0)
     assert code == 2 and one_line(err) and "--min-submitted must be >= 1" in err
     assert server.dataset("team_bad") is None  # nothing was created
-    code, _, err = run(capsys, "pull", *server_flags(server, "team_noticias"), "--output", tmp_path / "p.parquet",
-                       "--reviewers", "nobody-here")
+    assert run(capsys, "log", "--input", out, *flags)[0] == 0
+    code, _, err = run(capsys, "pull", *flags, "--output", tmp_path / "p.parquet", "--reviewers", "nobody-here")
     assert code == 2 and one_line(err) and "nobody-here" in err and not (tmp_path / "p.parquet").exists()
     assert server.api_key not in err
 

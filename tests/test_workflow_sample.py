@@ -62,8 +62,8 @@ def test_stratified_sample_is_balanced_and_nested():
 def test_sample_from_the_read_plan_equals_the_sample_from_the_rows(mlsum_dir):
     """annotate decides the sample from the plan (before the first record is sent); the ids it uses are the
     ids the read stage gives the rows, so `log` (from the output's ids) marks the same records."""
-    from zs_ray.read import plan_read
-    from zs_ray.read.source import read_segment
+    from zs_ray.stages.read import plan_read
+    from zs_ray.stages.read.source import read_segment
 
     plan = plan_read(mlsum_dir, "es", "test[10:250]+validation", "summary")
     read_ids = [i for s in plan.segments for i in read_segment(plan.filesystem, s, plan.renamed)["id"].to_pylist()]

@@ -1,4 +1,5 @@
-"""``zs-ray``: the command line, generated from the settings dataclasses in ``zs_ray.config``.
+"""``zs-ray``: the command line, generated from the settings dataclasses (``COMMANDS``: each
+command's, from ``zs_ray.config`` and the settings modules beside the commands).
 
 ``zs-ray annotate`` runs the job; ``zs-ray log`` logs (or finishes logging) an output; ``zs-ray pull``
 reads annotations back. Flags come from the dataclasses through transformers' ``HfArgumentParser``;
@@ -21,8 +22,29 @@ from typing import Optional, Sequence
 from transformers import HfArgumentParser
 
 from zs_ray.cluster import Stopped, stop_on_sigterm
-from zs_ray.config import COMMANDS
+from zs_ray.config import AnnotateConfig, LogConfig, PullConfig
 from zs_ray.errors import ZsRayError
+from zs_ray.servers.config import ServerConfig
+from zs_ray.train.config import TrainConfig
+from zs_ray.workflow.agreement_config import AgreementConfig
+from zs_ray.workflow.config import AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig
+from zs_ray.workflow.tune_config import TuneConfig
+
+#: Each command's settings classes, in the order the CLI builds them: the one table that lists them all
+#: (nothing below the CLI imports it).
+COMMANDS = {
+    "annotate": (AnnotateConfig, RubrixConfig),
+    "log": (LogConfig, RubrixConfig),
+    "pull": (PullConfig, ServerConfig),
+    # The annotation workflow (zs_ray/workflow/config.py, zs_ray/workflow/tune_config.py).
+    "evaluate": (EvaluateConfig,),
+    "thresholds": (ThresholdsConfig,),
+    "bulk-label": (BulkLabelConfig, ServerConfig),
+    "audit": (AuditConfig, ServerConfig),
+    "tune": (TuneConfig,),
+    "train": (TrainConfig,),
+    "agreement": (AgreementConfig, ServerConfig),
+}
 
 DESCRIPTIONS = {
     "annotate": "classify a dataset split with a zero-shot NLI model on Ray; write Parquet (and log it "
@@ -48,11 +70,33 @@ class _Parser(HfArgumentParser):
         raise ZsRayError(message)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` only where a flag has one: not for None, an empty string or list, a switch without a
+    value (``--no-dry-run``), or a help text that already says its default in its own words; a list as its
+    values, as they are typed (``--aggregate max mean``)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS
+                or (isinstance(action.default, (str, list, tuple)) and not action.default)
+                or "default:" in text.lower() or "%(default)" in text):
+            return text
+        value = action.default
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def build_parser(command: str) -> HfArgumentParser:
     parser = _Parser(COMMANDS[command], prog=f"zs-ray {command}", description=DESCRIPTIONS[command],
-                     allow_abbrev=False)
+                     allow_abbrev=False, formatter_class=_Help)
     parser.add_argument("--config-file", help="YAML or JSON file of settings, keyed by the flags' names "
                                               "(text_field or text-field); flags given here override it")
+    for action in parser._actions:  # the flags as people type them: --gold-column, not --gold_column
+        dashed = [o for o in action.option_strings if not (o.startswith("--") and "_" in o)]
+        if dashed and len(dashed) < len(action.option_strings):
+            # Shown in usage and --help: the dashed spelling; the underscore one stays in the parser's table of
+            # option strings (``_option_string_actions``), so it is still accepted.
+            action.option_strings = dashed
     return parser
 
 
@@ -128,7 +172,7 @@ def run_annotate(config, rubrix) -> int:
 
 
 def run_log(settings, rubrix) -> int:
-    from zs_ray.logstage import log_run
+    from zs_ray.stages.log import log_run
 
     if settings.update_suggestions:
         from zs_ray.workflow.suggest import update_run

@@ -1,8 +1,10 @@
 """The settings of every zs-ray command: typed dataclasses, one mechanism for all.
 
 Each command's settings are dataclasses: ``annotate`` takes ``AnnotateConfig`` (+ ``RubrixConfig`` to log),
-``log`` takes ``LogConfig`` + ``RubrixConfig``, ``pull`` takes ``PullConfig`` + ``ServerConfig``. From these
-come, with nothing written twice:
+``log`` takes ``LogConfig`` + ``RubrixConfig``, ``pull`` takes ``PullConfig`` + ``ServerConfig``; the other
+commands' settings live beside them (``servers/config.py``, ``workflow/config.py``, ``workflow/tune_config.py``,
+``train/config.py``), and only the CLI's table (``zs_ray.cli.COMMANDS``) lists them all: a settings module
+imports other settings and the checks, never a command. From these come, with nothing written twice:
 
 * the CLI flags (``zs_ray.cli``, through transformers' ``HfArgumentParser``: a field ``text_field`` is
   the flag ``--text-field``, its ``help`` metadata the help text, its default the default);
@@ -23,11 +25,6 @@ from typing import Literal, Optional, Union
 
 from zs_ray.checks import check_precision, check_template, parse_label_map, parse_labels
 from zs_ray.errors import ZsRayError
-from zs_ray.servers.config import ServerConfig
-from zs_ray.train.config import TrainConfig
-from zs_ray.workflow.agreement_config import AgreementConfig
-from zs_ray.workflow.config import (AuditConfig, BulkLabelConfig, EvaluateConfig, RubrixConfig, ThresholdsConfig,
-                                     TuneConfig)
 
 _POOL = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -189,18 +186,3 @@ def _comma_list(value) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
     return [part for item in items for part in str(item).split(",")]
 
-
-#: Each command's settings classes, in the order the CLI builds them.
-COMMANDS = {
-    "annotate": (AnnotateConfig, RubrixConfig),
-    "log": (LogConfig, RubrixConfig),
-    "pull": (PullConfig, ServerConfig),
-    # The annotation workflow (zs_ray/workflow/config.py).
-    "evaluate": (EvaluateConfig,),
-    "thresholds": (ThresholdsConfig,),
-    "bulk-label": (BulkLabelConfig, ServerConfig),
-    "audit": (AuditConfig, ServerConfig),
-    "tune": (TuneConfig,),
-    "train": (TrainConfig,),
-    "agreement": (AgreementConfig, ServerConfig),
-}

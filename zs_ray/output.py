@@ -3,7 +3,7 @@
 An annotation-job output is a directory (local path or any fsspec URI: ``file://``, ``s3://``, ...)
 of Parquet files plus ``_zs_ray_manifest.json``, written last: its presence means the output is
 complete. Every row holds the source columns, a stable ``id`` and the prediction columns below
-(null for a row whose text was empty). ``write.py`` writes it; ``log``, ``pull`` and any later
+(null for a row whose text was empty). ``stages/write.py`` writes it; ``log``, ``pull`` and any later
 command read it back only through ``open_output``, so every URI the writer accepts is readable.
 """
 

@@ -5,7 +5,7 @@ starts any work; the pools are sized from what the cluster can hold, and refused
 (``resources.plan_pools``); then the stream runs: a Ray Data read, the stages declared in ``stages`` (each
 a ``map_batches`` with its own actor pool and resources, applied by one loop), a Parquet write that is all
 or nothing, and, with a dataset to log to, the records sent to the annotation server as their files are
-committed (``logstage.LiveLog``), then a last pass over the published output. Nothing holds the corpus in
+committed (``stages.log.LiveLog``), then a last pass over the published output. Nothing holds the corpus in
 one process. Several configs (MLSum's languages) are one stream: each row carries its config, and the stages
 classify it with that config's model, template and labels (``presets``). ``--dry-run`` stops after the
 checks and the pools, with the plan and its ETA, and the logging time beside it (``dryrun``).
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from zs_ray import output, presets, read, write
+from zs_ray import output, presets
 from zs_ray.capacity import cluster_capacity
 from zs_ray.cluster import cluster_address, connect_ray
 from zs_ray.config import AnnotateConfig
@@ -26,12 +26,13 @@ from zs_ray.engine import PairEncoder, load_model_config
 from zs_ray.engine.supervised import NLI, TextEncoder, class_map, model_kind
 from zs_ray.errors import ZsRayError
 from zs_ray.dryrun import DryRun, dry_run
-from zs_ray.logstage import LiveLog, dataset_names, log_run
-from zs_ray.predict import TEXTS_PER_BATCH, ModelStage, worker_precision
 from zs_ray.resources import AUX_CPUS, Pools, plan_pools
 from zs_ray.servers import LogReport, preflight
-from zs_ray.stage import Stage
-from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
+from zs_ray.stages import read, write
+from zs_ray.stages.base import Stage
+from zs_ray.stages.log import LiveLog, dataset_names, log_run
+from zs_ray.stages.model import TEXTS_PER_BATCH, ModelStage, worker_precision
+from zs_ray.stages.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
 from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.sample import live_logging_allowed, resolve_for_plan
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from zs_ray.capacity import Capacity
 from zs_ray.config import AnnotateConfig
 from zs_ray.errors import ZsRayError
-from zs_ray.stage import Pool
+from zs_ray.stages.base import Pool
 
 AUX_CPUS = 0.25  # CPU share of a read or write task, and of the tokenizer actor without GPUs
 TOKENIZERS_PER_GPU_WORKER = 4  # at most; one tokenizer CPU joins ~1,200 full articles/s to 6 labels

@@ -22,6 +22,8 @@ first bulks into a missing Rubrix 0.x dataset each re-create its index, losing a
 
 Argilla 2.x (``argilla2``) goes through the same driver, ledger and Ray senders, with its own items and
 sender: there the server upserts by external_id and keeps responses, so a chunk is sent without asking first.
+What comes before the first record (the records' spec, what the server's generation changes in it, the 2.x
+dataset set up) is ``prepare``'s, shared with ``log --update-suggestions``.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ from zs_ray.output import Output, open_output
 from zs_ray.servers import argilla2
 from zs_ray.servers import rate
 from zs_ray.servers import records as rec
-from zs_ray.servers.client import RubrixClient, RubrixError, client_for, with_retries
+from zs_ray.servers.client import RubrixError, client_for, with_retries
 from zs_ray.servers.config import SendConfig
 from zs_ray.servers.connect import connect
 from zs_ray.servers.ledger import Ledger, default_path
+from zs_ray.servers.prepare import record_spec, set_up
 
 log = logging.getLogger(__name__)
 SENDER_CPUS = 0.25  # Ray CPU request of one sender task: it waits on the network
@@ -198,13 +201,8 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     t0, cpu0 = time.monotonic(), _self_cpu()
     config.validate()
     out = output if isinstance(output, Output) else open_output(str(output))
-    # Argilla 2.x takes agents of up to 200 characters (argilla2.sanitise_agent), 1.x up to 64 (make_spec): a
-    # longer one is checked once the server has said which it is.
-    agent = config.rubrix_agent or out.manifest.get("model") or ""
-    spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields,
-                                   agent[:rec.MAX_AGENT] if len(agent) > rec.MAX_AGENT else config.rubrix_agent,
-                                   sample=config.sample_rule_for(out),  # --sample: decided before any send
-                                   uncertain=config.uncertain_rule_for(out))  # --uncertain: likewise
+    spec, warnings, agent = record_spec(config, out, sample=config.sample_rule_for(out),  # --sample: decided
+                                        uncertain=config.uncertain_rule_for(out))  # before any send; --uncertain too
     only = config.log_only_for(out, spec.sample, spec.uncertain)  # --log-only: the records sent now
     for w in warnings:
         log.warning(w)
@@ -213,9 +211,8 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     client, info, existed = connect(config)
     v2 = info.generation == "argilla2"
     try:
-        spec, more = for_server(config, out, spec, agent, v2)
+        spec, more, target = set_up(client, config, out, spec, agent, v2)
         warnings = [*warnings, *more]
-        target = prepare_v2(client, config, out, spec, agent) if v2 else None
     except BaseException:
         client.close()
         raise
@@ -251,45 +248,6 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     if report.ok and report.sent >= rate.STORE_MIN_RECORDS:  # the dry run's logging time (``rate``)
         rate.store(config, report.server, report.sent, report.send_s, config.rubrix_dataset)
     return report
-
-
-def for_server(config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str, v2: bool):
-    """``spec`` once the server has said which generation it is: an agent too long for 1.x refused (one line),
-    the scores as metadata added (``--rubrix-score-metadata``; 1.x holds 50 keys per dataset, 2.x has no such
-    limit). Returns the spec and the warnings (logged here)."""
-    if not v2 and len(agent) > rec.MAX_AGENT:
-        rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields, agent)  # raises: too long
-    spec, warnings = rec.with_scores(spec, out.labels, None if v2 else rec.MAX_METADATA_KEYS,
-                                     config.rubrix_score_metadata)
-    for w in warnings:
-        log.warning(w)
-    return spec, warnings
-
-
-def prepare_v2(client: RubrixClient, config: SendConfig, out: Output, spec: rec.RecordSpec, agent: str):
-    """Argilla 2.x: the dataset created, set up and published (or checked) before any chunk."""
-    agent = argilla2.sanitise_agent(agent)
-    labels = out.labels
-    if not labels:
-        raise ZsRayError("the output's manifest names no candidate labels: Argilla 2.x needs them as the "
-                         "label question's options")
-    meta = argilla2.metadata_types(out.dataset, spec.metadata_fields)
-    if spec.sample is not None:
-        meta[rec.SAMPLE_KEY] = "terms"
-    titles = {}
-    for label, key in spec.score_keys:  # float properties: range filters and sorting in the UI
-        meta[key], titles[key] = "float", f"Score: {label}"
-    if spec.uncertainty:
-        meta[rec.MARGIN_KEY], titles[rec.MARGIN_KEY] = "float", "Margin (1st - 2nd score)"
-        meta[rec.ENTROPY_KEY], titles[rec.ENTROPY_KEY] = "float", "Entropy"
-    if spec.uncertain is not None:
-        meta[rec.UNCERTAIN_KEY] = "terms"
-    facts = {k: out.manifest.get(k) for k in ("model", "hypothesis_template", "multi_label") if k in out.manifest}
-    try:
-        return argilla2.prepare(client, config, client.argilla2, labels, spec.multi_label, agent, meta, facts,
-                                titles=titles)
-    except RubrixError as exc:
-        raise ZsRayError(f"cannot set up dataset {config.rubrix_dataset}: {exc}") from None
 
 
 def _send_all(chunks: Iterator[Chunk], config: SendConfig, ledger: Ledger, report: LogReport,

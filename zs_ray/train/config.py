@@ -1,5 +1,5 @@
 """The settings of ``zs-ray train`` (``TrainConfig``): typed and documented, served to the CLI, config files
-and the Python API as every command's are (``zs_ray.config.COMMANDS``)."""
+and the Python API as every command's are (``zs_ray.cli.COMMANDS``)."""
 
 from __future__ import annotations
 

@@ -36,8 +36,8 @@ from zs_ray.output import Output, open_output
 from zs_ray.servers import records as rec
 from zs_ray.servers.client import RubrixError, with_retries
 from zs_ray.servers.config import SendConfig, dataset_names
-from zs_ray.servers.ingest import for_server, prepare_v2
 from zs_ray.servers.ledger import Ledger, default_path
+from zs_ray.servers.prepare import record_spec, set_up
 from zs_ray.workflow.bulk_adapters import V2Adapter, adapter_for
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class UpdateReport:
 
 
 def update_run(output, config: SendConfig) -> list[UpdateReport]:
-    """``update_suggestions`` for an output, one dataset per config as ``logstage.log_run`` logs them."""
+    """``update_suggestions`` for an output, one dataset per config as ``stages.log.log_run`` logs them."""
     if getattr(config, "sample", None):
         raise ZsRayError("--sample marks records when they are first logged; it does not go with --update-suggestions")
     out = output if isinstance(output, Output) else open_output(str(output))
@@ -94,9 +94,7 @@ def update_suggestions(output, config: SendConfig) -> UpdateReport:
     t0 = time.monotonic()
     config.validate()
     out = output if isinstance(output, Output) else open_output(str(output))
-    agent = config.rubrix_agent or out.manifest.get("model") or ""
-    spec, warnings = rec.make_spec(out.dataset, out.manifest, config.rubrix_metadata_fields,
-                                   agent[:rec.MAX_AGENT] if len(agent) > rec.MAX_AGENT else config.rubrix_agent)
+    spec, warnings, agent = record_spec(config, out)
     adapter = adapter_for(config, single_label_only=False)  # refuses a dataset that is not there
     report = UpdateReport(config.rubrix_dataset, adapter.name)
     ledger = None
@@ -104,8 +102,7 @@ def update_suggestions(output, config: SendConfig) -> UpdateReport:
         v2 = isinstance(adapter, V2Adapter)
         for w in warnings:
             log.warning(w)
-        spec, _ = for_server(config, out, spec, agent, v2)
-        target = prepare_v2(adapter.client, config, out, spec, agent) if v2 else None
+        spec, _, target = set_up(adapter.client, config, out, spec, agent, v2)
         new_agent = target.agent if v2 else spec.agent
         identity = {"api_url": config.public_url, "workspace": config.rubrix_workspace,
                     "dataset": config.rubrix_dataset, "update_suggestions": new_agent}

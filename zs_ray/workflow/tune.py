@@ -32,28 +32,6 @@ import numpy as np
 
 from zs_ray.errors import ZsRayError
 
-TEMPLATE_FILES = (".yaml", ".yml", ".json")
-
-
-def expand_templates(values: list[str], flag: str = "--templates") -> list[str]:
-    """Templates as given (each with '{}'), a YAML/JSON file's list expanded; one line for a bad one."""
-    from zs_ray.checks import check_template, load_yaml
-
-    out = []
-    for value in values:
-        if "{}" not in value and value.endswith(TEMPLATE_FILES) and os.path.isfile(value):
-            listed = load_yaml(value, flag)
-            if not isinstance(listed, list) or not listed:
-                raise ZsRayError(f"{flag} {value} must hold a list of templates")
-            out += expand_templates([str(t) for t in listed], f"{flag} {value}:")
-            continue
-        try:
-            out.append(check_template(value))
-        except ZsRayError as exc:
-            raise ZsRayError(f"{flag} {str(exc).split(' ', 1)[1]}") from None
-    return list(dict.fromkeys(out))
-
-
 def verbalizer_sets(paths: list[str], labels: tuple) -> list[tuple[str, dict]]:
     """(name, label -> phrasings) of each set in the ``--verbalizers`` files, each checked against ``labels``."""
     from zs_ray.checks import load_yaml

@@ -108,10 +108,10 @@ def _on_ray(model: str, hypotheses: list[str], texts: Sequence[str], precision: 
     from zs_ray.capacity import cluster_capacity
     from zs_ray.cluster import connect_ray
     from zs_ray.config import AnnotateConfig
-    from zs_ray.predict import TEXTS_PER_BATCH, ModelStage
     from zs_ray.resources import plan_pools
-    from zs_ray.stage import Stage
-    from zs_ray.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
+    from zs_ray.stages.base import Stage
+    from zs_ray.stages.model import TEXTS_PER_BATCH, ModelStage
+    from zs_ray.stages.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
 
     pool_settings = AnnotateConfig(output="-", precision=precision, batch_size=batch_size, num_workers=num_workers,
                                    ray_address=ray_address)

@@ -13,9 +13,14 @@ for a single file): identical across runs and machines for the same source row. 
 are defined in ``zs_ray.output``.
 """
 
-from zs_ray.read.layout import _filesystem, list_configs, resolve_files
-from zs_ray.read.plan import ReadPlan, parse_split, plan_read, plan_runs
-from zs_ray.read.source import Segment, read_dataset, read_segment
+from zs_ray.output import CONFIG_COLUMN, ID_COLUMN
+from zs_ray.stages.base import TEXT
+from zs_ray.stages.read.layout import _filesystem, list_configs, resolve_files
+from zs_ray.stages.read.plan import ReadPlan, parse_split, plan_read, plan_runs
+from zs_ray.stages.read.source import Segment, read_dataset, read_segment
 
-__all__ = ["ReadPlan", "Segment", "_filesystem", "list_configs", "parse_split", "plan_read", "plan_runs",
+NEEDS = ()  # the first stage: the source files
+MAKES = (ID_COLUMN, CONFIG_COLUMN, TEXT)  # and every other source column, kept as it is
+
+__all__ = ["NEEDS", "MAKES", "ReadPlan", "Segment", "_filesystem", "list_configs", "parse_split", "plan_read", "plan_runs",
            "read_dataset", "read_segment", "resolve_files"]

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from zs_ray.errors import ZsRayError
-from zs_ray.output import ID_COLUMN, MANIFEST, ROWS_PER_FILE, count_rows, filesystem, write_manifest
+from zs_ray.output import ID_COLUMN, MANIFEST, PREDICTION_SCHEMA, ROWS_PER_FILE, count_rows, filesystem, write_manifest
 
+NEEDS = (ID_COLUMN, *PREDICTION_SCHEMA.names)  # every other column is written as it comes
+MAKES = ()  # the Parquet files and the manifest
 WRITE_CPUS = 0.25  # a write task mostly waits on encoding and I/O
 RUN_FILE = "run.json"
 

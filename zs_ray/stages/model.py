@@ -24,12 +24,14 @@ from zs_ray.engine import NliScorer, Pairs, load_model_config, ranked, resolve_p
 from zs_ray.engine.classifier import score
 from zs_ray.engine.supervised import NLI, class_map
 from zs_ray.output import PREDICTION_SCHEMA, config_runs, prediction_table
-from zs_ray.tokenize import TOKEN_COLUMNS, flat_pairs, verbalizer
+from zs_ray.stages.tokenize import TOKEN_COLUMNS, flat_pairs, verbalizer
 
 # Texts per call, whose pairs are sorted by length and cut into forward passes by the token budget: on a
 # GPU (65,536 tokens per pass) 256 summaries x 6 labels fill barely 1.3 passes, so GPU calls take 1,024
 # texts (~5 full passes of summaries, ~48 of full articles).
 TEXTS_PER_BATCH = {"cpu": 256, "cuda": 1024}
+NEEDS = TOKEN_COLUMNS  # and ``config`` where the dataset has configs
+MAKES = tuple(PREDICTION_SCHEMA.names)  # in place of the token columns
 MODELS_PER_ACTOR = 2  # two at a border between configs; a third evicts the least recently used
 
 

@@ -17,8 +17,11 @@ import pyarrow as pa
 from zs_ray.engine import PairEncoder, Verbalizer
 from zs_ray.engine.supervised import CLASSIFIER, TextEncoder
 from zs_ray.output import config_runs
+from zs_ray.stages.base import TEXT
 
 TOKEN_COLUMNS = ("input_ids", "token_type_ids")
+NEEDS = (TEXT,)  # and ``config`` where the dataset has configs
+MAKES = TOKEN_COLUMNS
 PAIRS_TYPE = pa.list_(pa.list_(pa.int32()))
 TEXTS_PER_BATCH = 256  # one tokenizer call: ~0.2 s of full articles on one CPU
 

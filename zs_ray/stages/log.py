@@ -23,12 +23,15 @@ from typing import Optional
 
 import pyarrow.dataset as pads
 
-from zs_ray.output import Output, open_output
+from zs_ray.output import ID_COLUMN, Output, open_output
 from zs_ray.servers import LogReport, log_output
 from zs_ray.servers.config import SendConfig, dataset_names
-from zs_ray.write import OutputTarget, committed_files
+from zs_ray.stages.base import TEXT
+from zs_ray.stages.write import OutputTarget, committed_files
 
 log = logging.getLogger(__name__)
+NEEDS = (ID_COLUMN, "labels", "scores", TEXT)  # read back from the committed files (``servers.ingest``)
+MAKES = ()  # records on the server
 INTERVAL_S = 5.0
 
 

@@ -11,9 +11,9 @@ import pyarrow as pa
 
 from zs_ray.errors import ZsRayError
 from zs_ray.output import CONFIG_COLUMN, ID_COLUMN, source_name
-from zs_ray.read import source
-from zs_ray.read.layout import list_configs, resolve_files
-from zs_ray.read.source import Segment
+from zs_ray.stages.read import source
+from zs_ray.stages.read.layout import list_configs, resolve_files
+from zs_ray.stages.read.source import Segment
 
 _SPLIT_NAME = re.compile(r"^\s*([A-Za-z0-9_.]+?)\s*(\[.*\])?\s*$")
 

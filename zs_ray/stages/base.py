@@ -17,6 +17,20 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+#: In a stage's ``NEEDS`` / ``MAKES``: the column ``--text-field`` names (``summary`` for MLSum).
+TEXT = "<text_field>"
+
+
+def check_columns(stages) -> None:
+    """Each stage module's ``NEEDS`` made by a stage before it (``stages.ORDER``); raises ValueError naming
+    the stage and the columns nobody made."""
+    made: set = set()
+    for stage in stages:
+        missing = [c for c in stage.NEEDS if c not in made]
+        if missing:
+            raise ValueError(f"stage {stage.__name__} needs {missing}, which no stage before it makes")
+        made.update(stage.MAKES)
+
 # Fault tolerance of every stage's actors, set here for all of them and passed to Ray by ``Stage.apply``.
 # Ray Data 2.60's own defaults for an actor pool are max_restarts=-1 and max_task_retries=-1: rebuild and
 # resubmit for ever, so a batch that kills its worker every time (a poison input, an OOM-sized batch, a
