@@ -206,5 +206,5 @@ def test_the_workflow_end_to_end(tmp_path, capsys):
         assert main(["evaluate", "--input", str(tmp_path / "r2.parquet"), "--output", str(tmp_path / "ev"),
                      "--bootstrap", "20"]) == 0
         metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-        assert metrics["records"] == 200 and any(f"{promised} annotated records left out (annotated by zs-ray-bulk)" == n
+        assert metrics["records"] == 200 and any(f"{promised} answers left out (by zs-ray-bulk)" == n
                                                  for n in metrics["input"]["left_out"])

@@ -3,7 +3,7 @@
 ``Postgres(durable=False).start()`` makes a fresh cluster in a temp dir (``initdb``, trust auth, one superuser
 ``zsray``, locale C), runs ``postgres`` on a free 127.0.0.1 port with its unix socket in that dir, creates the
 database ``argilla`` and answers ``url("postgresql+asyncpg")``; ``stop()`` shuts it down (fast) and removes the
-dir. PostgreSQL refuses to run as root: as root, the cluster belongs to the ``postgres`` system user (Debian's
+dir, and a watcher (``reaper``) does the same if the test process dies without calling it (SIGKILL). PostgreSQL refuses to run as root: as root, the cluster belongs to the ``postgres`` system user (Debian's
 package creates it) and the binaries run as that user. ``durable=False`` (the tests) turns fsync off;
 ``durable=True`` (the benchmark) keeps PostgreSQL's defaults. Python 3 standard library only.
 
@@ -45,6 +45,16 @@ def bin_dir() -> Path:
                           "on PATH (Debian/Ubuntu: apt-get install postgresql)")
 
 
+def reaper(owner: int, postmaster: int, base: Path) -> subprocess.Popen:
+    """A watcher in its own session: once ``owner`` (the test process) is gone, even killed with SIGKILL and so
+    unable to run ``stop()``, it shuts the postmaster down (fast) and removes ``base``. ``stop()`` kills it first."""
+    script = (f"while kill -0 {owner} 2>/dev/null; do sleep 0.5; done; kill -INT {postmaster} 2>/dev/null; "
+              f"for i in $(seq 60); do kill -0 {postmaster} 2>/dev/null || break; sleep 0.5; done; "
+              f"kill -KILL {postmaster} 2>/dev/null; rm -rf '{base}'")
+    return subprocess.Popen(["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 class Postgres:
     def __init__(self, durable: bool = False, port: int | None = None):
         from tests.argilla2_server import free_port
@@ -54,6 +64,7 @@ class Postgres:
         self.port = port or free_port()
         self.base: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self.reaper: subprocess.Popen | None = None
         self._as = {}
         if os.geteuid() == 0:  # initdb and postgres refuse root
             try:
@@ -97,6 +108,7 @@ class Postgres:
                     [str(self.bin / "postgres"), "-D", str(self.base / "data"), "-p", str(self.port),
                      "-k", str(self.base), *opts], cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, **self._as)
+            self.reaper = reaper(os.getpid(), self.proc.pid, self.base)
             deadline = time.monotonic() + timeout_s
             while True:
                 if self.proc.poll() is not None:
@@ -130,6 +142,10 @@ class Postgres:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        if self.reaper is not None:
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None

@@ -108,7 +108,7 @@ def team_labels(cols: dict, labels: list[str], method: str = "majority", reviewe
     probs = model_probs(cols, team.labels) if method == "model-weighted" else None
     result = resolve(team, method, reviewers=list(reviewers), model_probs=probs)
     gold = [team.labels[i] if i >= 0 else None for i in result.label]
-    notes = [f"{n} responses not counted ({w})" for w, n in sorted(why.items())]
+    notes = [f"{n} answers left out ({w})" for w, n in sorted(why.items())]
     if result.unresolved:
         notes.append(f"{result.unresolved} records unresolved ({method}: their annotators tie) left out")
     several = int(sum(len(a) > 1 for a in per_record))
