@@ -228,6 +228,8 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
             except RubrixError as exc:
                 raise ZsRayError(f"cannot create dataset {config.rubrix_dataset}: {exc}") from None
         expected = int(out.manifest.get("rows", 0)) - int(out.manifest.get("skipped", 0))
+        if only is not None:  # --log-only: the held-back records are not in the bar's total
+            expected = _to_send(out.dataset, only, ledger.acked)
         dropped: Counter = Counter()
         if v2:
             _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped, target.encode,
@@ -248,6 +250,17 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     if report.ok and report.sent >= rate.STORE_MIN_RECORDS:  # the dry run's logging time (``rate``)
         rate.store(config, report.server, report.sent, report.send_s, config.rubrix_dataset)
     return report
+
+
+def _to_send(dataset: pds.Dataset, only, acked) -> int:
+    """How many records a log with ``--log-only``'s ``only`` ends with: the predicted rows it chooses, and those
+    ``acked`` before (the progress bar's total and its start), from the top label and score columns alone."""
+    n = 0
+    for batch in dataset.to_batches(columns=["id", "prediction", "score"], batch_size=65536):
+        cols = batch.to_pydict()
+        n += sum(1 for rid, label, score in zip(cols["id"], cols["prediction"], cols["score"])
+                 if label is not None and (rid in acked or only.contains(rid, label, score)))
+    return n
 
 
 def _send_all(chunks: Iterator[Chunk], config: SendConfig, ledger: Ledger, report: LogReport,
