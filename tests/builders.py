@@ -120,6 +120,21 @@ def build_nli_model(path: Path, entailment_index: int = 2, layers: int = 2, hidd
     return path
 
 
+def build_offset_nli_model(path: Path, offset: float = 3000.0) -> Path:
+    """``build_nli_model`` with ``offset`` added to every class's logit: the same probabilities in exact
+    arithmetic (a softmax ignores a common offset) and in fp32, but bf16 keeps 8 bits of mantissa (steps of 16
+    at 3000), so the classes' differences round away and bf16 fails the load guard (engine.guard) here."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    path = build_nli_model(path)
+    model = AutoModelForSequenceClassification.from_pretrained(str(path))
+    with torch.no_grad():
+        model.classifier.out_proj.bias += offset
+    model.save_pretrained(str(path))
+    return path
+
+
 def selectra_medium_shape(path: Path, max_length: int = 512) -> Path:
     """A SELECTRA-medium-shaped model (12 layers, hidden 384, 6 heads, FFN 1536) with random weights."""
     return build_nli_model(path, layers=12, hidden=384, heads=6, ffn=1536, max_length=max_length,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.builders import build_nli_model, mlsum_rows
+from tests.builders import build_nli_model, build_offset_nli_model, mlsum_rows
 from tests.conftest import LABELS, TEMPLATE
 from zs_ray import AnnotateConfig, ZeroShotClassifier, ZsRayError, annotate
 from zs_ray.cli import main
@@ -108,6 +108,36 @@ def test_all_empty_text_still_writes_one_row_each(ray_local, tmp_path, nli_model
     assert (manifest["precision_requested"], manifest["precision"]) == ("auto", expected)
     assert f"in {expected} of the Ray cluster" in summary.workers
     assert [r["topic"] for r in rows] == ["a", "b", "c"] and all(r["score"] is None for r in rows)
+
+
+def test_manifest_names_the_mode_the_actors_ran_after_the_load_guard(ray_local, tmp_path, mlsum_dir):
+    """``auto``'s stored choice (an older zs-ray's measurement) fails the load guard in the actors: they run fp32,
+    and the manifest and the summary say fp32, not the stored choice. bf16 of a model whose logits carry a large
+    common offset is such a pair (tests/builders.py); the store is the one the actors read ($ZS_RAY_CACHE)."""
+    from zs_ray.engine import cpu_candidates
+    from zs_ray.engine.calibrate import cache_file
+
+    if len(cpu_candidates()) == 1:
+        pytest.skip("no measured choice here: auto is fp32 on this CPU")
+    model = str(build_offset_nli_model(tmp_path / "offset"))
+
+    def run(name):
+        summary = annotate(AnnotateConfig(output=str(tmp_path / name), dataset=mlsum_dir, split="test[0:12]",
+                                          model=model, precision="auto"))
+        return summary, json.loads((tmp_path / name / MANIFEST).read_text())
+
+    _, first = run("measured")  # the actors measure (bf16 fails the guard: not a candidate) and store their choice
+    store = json.loads(cache_file().read_text())
+    entries = [e for e in store.values() if e["model"] == model]
+    assert entries and all("bf16" not in e["pairs_per_s"] for e in entries)
+    assert first["precision"] in {e["choice"] for e in entries}
+    for entry in entries:
+        entry["choice"] = "bf16"
+    cache_file().write_text(json.dumps(store))
+
+    summary, manifest = run("stored")
+    assert (manifest["precision_requested"], manifest["precision"]) == ("auto", "fp32")
+    assert "in fp32 of the Ray cluster" in summary.workers
 
 
 @pytest.fixture(scope="module")

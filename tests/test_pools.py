@@ -92,3 +92,21 @@ def test_cli_refuses_a_pool_the_machine_can_never_hold(tmp_path, capsys, mlsum_d
     assert "Traceback" not in err
     assert not list(tmp_path.iterdir())
     print(f"refused after {took:.1f}s")  # seconds, not the job's minutes (not asserted: machines differ)
+
+
+def test_the_actor_bounds_still_have_no_named_parameter_in_ray():
+    """Ray 2.60 deprecates ``map_batches(**ray_remote_args)`` (removed in 2.64) but names no parameter for an actor's
+    ``max_restarts`` / ``max_task_retries``, so ``Stage.apply`` still passes its bounds that way (docs/clusters.md).
+    This fails on the Ray that changes either: then pass them by name, or bound a crash loop another way."""
+    import inspect
+    import re
+
+    import ray.data.dataset as dataset
+    from ray.data import Dataset
+
+    from zs_ray.stages.base import RAY_REMOTE_ARGS_DEPRECATED
+
+    params = inspect.signature(Dataset.map_batches).parameters
+    assert not {"max_restarts", "max_task_retries"} & set(params), "named in Ray now: pass them by name (Stage.apply)"
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), "**ray_remote_args removed"
+    assert re.search(RAY_REMOTE_ARGS_DEPRECATED, inspect.getsource(dataset)), "the warning silenced is not Ray's now"

@@ -179,10 +179,11 @@ def test_the_old_package_name_is_an_alias_of_servers():
     import zs_ray
     import zs_ray.rubrix
     import zs_ray.servers
-    from zs_ray.servers import client, config, records
+    from zs_ray.servers import client, config, records, v1
     from zs_ray.workflow.config import RubrixConfig as New
 
     assert rec is records and RubrixClient is client.RubrixClient and zs_ray.rubrix.client is client
+    assert zs_ray.rubrix.v1 is v1
     assert RubrixConfig is New is zs_ray.rubrix.RubrixConfig is zs_ray.RubrixConfig
     assert parse_tags is config.parse_tags and zs_ray.rubrix.log_output is zs_ray.servers.log_output
     assert issubclass(RubrixConfig, config.SendConfig)

@@ -17,6 +17,7 @@ from zs_ray.errors import ZsRayError
 from zs_ray.output import open_output, uncertainty
 from zs_ray.servers import log_output
 from zs_ray.servers import records as rec
+from zs_ray.servers import v1
 from zs_ray.servers.client import RubrixClient
 from zs_ray.workflow.config import RubrixConfig
 
@@ -86,7 +87,7 @@ def test_1x_scores_as_metadata_and_a_range_filter(mode, tmp_path, ray_local):
         key = rec.score_keys(LABELS)["política"]
         want = {i for i, r in rows.items() if 0.3 <= dict(zip(r["labels"], r["scores"]))["política"]}
         client = RubrixClient(cfg)
-        got = {r["id"] for r in client.iter_records({"query_text": f"metadata.{key}:[0.3 TO *]"})}
+        got = {r["id"] for r in v1.iter_records(client, {"query_text": f"metadata.{key}:[0.3 TO *]"})}
         client.close()
         assert got == want and 0 < len(want) < len(ids)
 

@@ -13,6 +13,7 @@ from zs_ray.errors import ZsRayError
 from zs_ray.output import open_output
 from zs_ray.servers import ServerConfig
 from zs_ray.servers import records as rec
+from zs_ray.servers import v1
 from zs_ray.servers.client import RubrixClient
 from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.bulk import bulk_label
@@ -30,10 +31,10 @@ def put_records(srv, path, n=240):
     out = open_output(str(path))
     spec, _ = rec.make_spec(out.dataset, out.manifest, None, None)
     client = RubrixClient(RubrixConfig(rubrix_dataset=DS, rubrix_api_url=srv.url, rubrix_workspace="rubrix"))
-    client.create_dataset()
+    v1.create_dataset(client)
     for batch in out.dataset.to_batches():
         records = [r for r in rec.build_records(batch, spec) if r is not None]
-        client.bulk(rec.bulk_body([rec.encode(r) for r in records], {}))
+        v1.bulk(client, rec.bulk_body([rec.encode(r) for r in records], {}))
     client.close()
     return ids
 

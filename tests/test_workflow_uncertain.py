@@ -162,7 +162,29 @@ def thresholds_file(path):
     return {"política": 0.5, "deportes": 0.6}
 
 
-def test_log_only_then_log_sends_the_rest_once_1x(tmp_path, ray_local):
+@pytest.fixture
+def bars(monkeypatch):
+    """(total, count) of every progress bar ``log_output`` draws, as it closes (drawn to a string here)."""
+    import io
+
+    import tqdm.auto
+
+    closed = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
+
+        def close(self):
+            if not self.disable:  # closed once (close sets disable)
+                closed.append((self.total, self.n))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    return closed
+
+
+def test_log_only_then_log_sends_the_rest_once_1x(tmp_path, ray_local, bars):
     out = tmp_path / "out"
     logged = make_output(out, 400)
     values = thresholds_file(tmp_path / "t.json")
@@ -172,6 +194,7 @@ def test_log_only_then_log_sends_the_rest_once_1x(tmp_path, ray_local):
         first = log_output(out, RubrixConfig(**base, sample="25", uncertain=30, thresholds=str(tmp_path / "t.json"),
                                              log_only=["sample,uncertain,above-threshold"]))
         assert first.ok and first.sent == len(want) and first.held_back == len(logged) - len(want)
+        assert bars[-1] == (len(want), len(want))  # the bar's total: what is sent, not the held-back records
         recs = srv.records(DS)
         assert set(recs) == want and 60 < len(want) < len(logged)
         assert {i for i, r in recs.items() if r["metadata"].get(SAMPLE_KEY) == "round-1"} == sample
@@ -183,9 +206,11 @@ def test_log_only_then_log_sends_the_rest_once_1x(tmp_path, ray_local):
         again = log_output(out, RubrixConfig(**base, sample="25", uncertain=30, thresholds=str(tmp_path / "t.json"),
                                              log_only=["sample", "uncertain", "above-threshold"]))
         assert again.ok and again.sent == 0 and again.already_acked == len(want)  # the same selection: nothing new
+        assert bars[-1] == (len(want), len(want))  # all of them acknowledged before: full from the start
         rest = log_output(out, RubrixConfig(**base))  # later, without --log-only: exactly the rest, once
         assert rest.ok and rest.sent == len(logged) - len(want) and rest.already_acked == len(want)
         assert rest.held_back == 0 and rest.already_on_server == 0
+        assert bars[-1] == (len(logged), len(logged))
         recs = srv.records(DS)
         assert sorted(recs) == sorted(logged)  # every predicted row once
         assert all(UNCERTAIN_KEY not in recs[i]["metadata"] and SAMPLE_KEY not in recs[i]["metadata"]

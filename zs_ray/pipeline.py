@@ -31,7 +31,7 @@ from zs_ray.servers import LogReport, preflight
 from zs_ray.stages import read, write
 from zs_ray.stages.base import Stage
 from zs_ray.stages.log import LiveLog, dataset_names, log_run
-from zs_ray.stages.model import TEXTS_PER_BATCH, ModelStage, worker_precision
+from zs_ray.stages.model import TEXTS_PER_BATCH, ModelStage, modes_ran, precision_ran, worker_precision
 from zs_ray.stages.tokenize import TEXTS_PER_BATCH as TEXTS_PER_TOKENIZE, TokenizeStage
 from zs_ray.workflow.config import RubrixConfig
 from zs_ray.workflow.sample import live_logging_allowed, resolve_for_plan
@@ -39,8 +39,9 @@ from zs_ray.workflow.sample import live_logging_allowed, resolve_for_plan
 log = logging.getLogger(__name__)
 
 
-def stages(config: AnnotateConfig, settings: dict, text_field: str, pools: Pools) -> list[Stage]:
-    """The stages between read and write, in order; ``settings``: each config's model, labels and template."""
+def stages(config: AnnotateConfig, settings: dict, text_field: str, pools: Pools, modes=None) -> list[Stage]:
+    """The stages between read and write, in order; ``settings``: each config's model, labels and template;
+    ``modes``: where the model actors report the mode they run in (``stages.model.ModesRan``)."""
     per_config = {c: {"model": p.model, "labels": list(p.labels), "hypothesis_template": p.hypothesis_template,
                       "kind": p.kind, "label_map": p.label_map, "verbalizers": p.verbalizers, "aggregate": p.aggregate}
                   for c, p in settings.items()}
@@ -49,7 +50,7 @@ def stages(config: AnnotateConfig, settings: dict, text_field: str, pools: Pools
               batch_size=TEXTS_PER_TOKENIZE, pool=pools.tokenize),
         Stage("model", ModelStage,
               dict(settings=per_config, multi_label=config.multi_label, precision=config.precision,
-                   batch_size=config.batch_size, device=pools.device, cpus=pools.model.cpus),
+                   batch_size=config.batch_size, device=pools.device, cpus=pools.model.cpus, modes=modes),
               batch_size=TEXTS_PER_BATCH[pools.device], pool=pools.model),
     ]
 
@@ -178,15 +179,16 @@ def annotate(config: AnnotateConfig, rubrix: Optional[RubrixConfig] = None) -> "
         return dry_run(config, run.plans, run.settings, pools, rubrix)
     start = time.perf_counter()
     first = next(iter(run.settings.values()))
-    precision = worker_precision(config.precision, pools.device, pools.model.gpus, first.model,
-                                 pools.model.cpus, first.kind)  # resolved while streaming
+    modes = modes_ran()  # the modes the model actors run in, after their load guard (auto may fall back to fp32)
+    precision = precision_ran(modes, worker_precision(config.precision, pools.device, pools.model.gpus,
+                                                      first.model, pools.model.cpus, first.kind))
 
     def manifest(precision: str, counts: dict) -> dict:
         return run_manifest(config, run, counts, precision_requested=config.precision, precision=precision,
                             device=pools.device)
 
     ds = read.read_dataset(run.plans, num_cpus=AUX_CPUS)
-    for stage in stages(config, run.settings, run.text_field, pools):
+    for stage in stages(config, run.settings, run.text_field, pools, modes):
         ds = stage.apply(ds)
     if rubrix is not None:
         resolve_for_plan(rubrix, run.plans)  # a --sample is fixed before the first record is sent

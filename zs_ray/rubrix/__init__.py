@@ -10,7 +10,7 @@ import sys
 from zs_ray.servers import LogReport, PullReport, SendConfig, ServerConfig, connect, log_output, preflight, pull
 from zs_ray.workflow.config import RubrixConfig
 
-_MODULES = ("argilla2", "argilla2_pull", "client", "connect", "ingest", "ledger", "pull", "records", "transport")
+_MODULES = ("argilla2", "argilla2_pull", "client", "connect", "ingest", "ledger", "pull", "records", "transport", "v1")
 for _name in _MODULES:  # zs_ray.rubrix.client is zs_ray.servers.client: one module, patched or read alike
     _module = importlib.import_module(f"zs_ray.servers.{_name}")
     sys.modules[f"{__name__}.{_name}"] = _module

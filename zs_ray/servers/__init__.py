@@ -1,11 +1,12 @@
 """The annotation servers zs-ray speaks, one module per API generation, the settings and the commands the
 same for all (the server's generation is detected):
 
-* Rubrix 0.x and Argilla 1.x: the text-classification API (``client``: the HTTP client, ``records``: rows
-  as records);
+* Rubrix 0.x and Argilla 1.x: the text-classification API (``v1``: datasets, ``:bulk``, records by query,
+  ids held; ``records``: rows as records);
 * Argilla 2.x: its ``/api/v1`` API (``argilla2``: set-up and sending, ``argilla2_pull``: reading back);
-* shared: ``config`` (settings), ``transport`` (headers, TLS, secrets), ``connect`` (checks before any
-  write), ``ingest`` (``log_output``: exactly once by id, Ray sender tasks), ``ledger``, ``pull``.
+* shared: ``client`` (the HTTP client and the one retry layer), ``config`` (settings), ``transport`` (headers,
+  TLS, secrets), ``connect`` (checks before any write), ``ingest`` (``log_output``: exactly once by id, Ray
+  sender tasks), ``ledger``, ``pull``.
 
 Public API::
 

@@ -1,16 +1,20 @@
-"""A small HTTP client for the Rubrix 0.x / Argilla 1.x text-classification REST API.
+"""The HTTP client every server generation shares, and the one retry layer: no API of its own.
 
-Speaks the protocol directly (the ``rubrix`` package cannot be installed on Python 3.11+), on one
-``requests.Session``. No Ray and no model imports: usable on its own.
+Speaks HTTP directly (the ``rubrix`` package cannot be installed on Python 3.11+), on one
+``requests.Session``: the key headers, TLS and extra headers (``transport``), secrets redacted from every
+error, and which server this is (``RubrixClient.info``: Rubrix 0.x, Argilla 1.x or 2.x). The APIs are
+functions over this client, one module per generation: ``v1`` (Rubrix 0.x / Argilla 1.x: the
+text-classification datasets and records) and ``argilla2`` / ``argilla2_pull`` (Argilla 2.x's ``/api/v1``).
+No Ray and no model imports: usable on its own.
 
-Retries live in one place, ``with_retries`` below: every method of the client makes exactly one
-attempt, and the callers wrap whole server operations in ``with_retries`` (a page of a pull, the
-connection checks, and, in ``ingest.send_chunk``, "ask which ids the server holds, then send the rest":
-one operation, so a resend after a lost answer never replaces a stored record). What is retried: 5xx
-answers and transport errors (no answer), up to ``rubrix_retries`` times, with exponential backoff and
-jitter. A 4xx is the server refusing the request and is never retried; a 404 means "not there" only
-when it carries the server's own ``EntityNotFoundError`` (``RubrixError.not_found``). With no key given,
-the first authenticated request sends the default key of the server's generation.
+Retries live in one place, ``with_retries`` below: every request makes exactly one attempt, and the
+callers wrap whole server operations in ``with_retries`` (a page of a pull, the connection checks, and, in
+``ingest.send_chunk``, "ask which ids the server holds, then send the rest": one operation, so a resend
+after a lost answer never replaces a stored record). What is retried: 5xx answers and transport errors (no
+answer), up to ``rubrix_retries`` times, with exponential backoff and jitter. A 4xx is the server refusing
+the request and is never retried; a 404 means "not there" only when it carries the server's own
+``EntityNotFoundError`` (``RubrixError.not_found``). With no key given, the first authenticated request
+sends the default key of the server's generation.
 """
 
 from __future__ import annotations
@@ -19,17 +23,13 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, TypeVar
 
 import requests
 
 from zs_ray.errors import ZsRayError
 from zs_ray.servers import transport
 from zs_ray.servers.config import ServerConfig
-
-TASK = "TextClassification"
-ARGILLA_PAGE_MAX = 1000
-
 
 class RubrixError(ZsRayError):
     """A request the server refused (``status`` 4xx) or that kept failing (5xx, transport).
@@ -112,7 +112,8 @@ def server_message(resp: requests.Response) -> tuple[str | None, str]:
 
 
 class RubrixClient:
-    """One connection to a server, bound to one config (URL, key, workspace, dataset)."""
+    """One connection to a server of any generation, bound to one config (URL, key, workspace, dataset): one
+    attempt per ``request``; the APIs (``v1``, ``argilla2``) are functions over it."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
@@ -220,107 +221,6 @@ class RubrixClient:
             raise RubrixError(f"Argilla {info.version} is not a version zs-ray knows; it supports Rubrix 0.x, "
                               "Argilla 1.2 - 1.x and Argilla 2.x", retryable=False)
         return info
-
-    def me(self) -> dict:
-        """``GET /api/me``: checks the key; returns username and workspaces."""
-        return self.request("GET", "/api/me").json()
-
-    def get_dataset(self) -> dict | None:
-        """The dataset, or None where the server says it does not exist (any other 404 is an error)."""
-        try:
-            return self.request("GET", f"/api/datasets/{self.config.rubrix_dataset}").json()
-        except RubrixError as exc:
-            if exc.not_found:
-                return None
-            raise
-
-    def create_dataset(self, metadata: dict | None = None) -> bool:
-        """``POST /api/datasets`` (both generations), before any bulk: Argilla 1.13+ needs it, and on Rubrix
-        0.x / older Argilla concurrent first bulks would each re-create the index. False if it existed (409)."""
-        body = {"name": self.config.rubrix_dataset, "task": TASK, "tags": self.config.rubrix_tags,
-                "metadata": metadata or {}}
-        if self.config.rubrix_workspace:
-            body["workspace"] = self.config.rubrix_workspace
-        resp = self.request("POST", "/api/datasets", json_body=body, ok=(200, 201, 409))
-        return resp.status_code != 409
-
-    # -- writing ----------------------------------------------------------------------------------
-    def bulk(self, body: bytes) -> dict:
-        """One ``:bulk`` request with a pre-serialised body (see ``ingest.send_chunk`` for its retries)."""
-        path = f"/api/datasets/{self.config.rubrix_dataset}/{TASK}:bulk"
-        return self.request("POST", path, data=body).json()
-
-    # -- reading ----------------------------------------------------------------------------------
-    def iter_records(self, query: dict | None = None, page: int = ARGILLA_PAGE_MAX, retry: bool = False,
-                     fields: list[str] | None = None) -> Iterator[dict]:
-        """Every record matching ``query``, paging as the server generation requires. ``retry`` wraps each
-        page (request and reading) in ``with_retries`` (for a read on its own; not inside an operation
-        itself retried). ``fields`` limits what Argilla returns (Rubrix 0.x ``/data`` sends whole records)."""
-        def fetch(page_op):
-            return with_retries(self.config, page_op) if retry else page_op()
-
-        query = query or {}
-        base = f"/api/datasets/{self.config.rubrix_dataset}"
-        if self.info().generation == "rubrix":
-            last_id = None
-            while True:
-                params = {"limit": page, **({} if last_id is None else {"id_from": last_id})}
-                records = fetch(lambda: self._stream(f"{base}/{TASK}/data", params, query))
-                yield from records
-                if len(records) < page:
-                    return
-                last_id = records[-1]["id"]
-        else:
-            next_idx = None
-            page = min(page, ARGILLA_PAGE_MAX)
-            while True:
-                body = {"query": query, **({"fields": fields} if fields else {}),
-                        **({} if next_idx is None else {"next_idx": next_idx})}
-                data = fetch(lambda: self.request("POST", f"{base}/records/:search", params={"limit": page},
-                                                  json_body=body).json())
-                records = data.get("records") or []
-                if not records:
-                    return
-                yield from records
-                next_idx = data.get("next_idx")
-                if next_idx is None:
-                    return
-
-    def _stream(self, path: str, params: dict, query: dict) -> list[dict]:
-        """One Rubrix 0.x ``/data`` page. An error while streaming arrives as HTTP 200 and a last line
-        ``{"detail": ...}``: raised (as a 5xx: the page is worth retrying), never read as a record."""
-        resp = self.request("POST", path, params=params, json_body=query)
-        records = []
-        for line in resp.content.decode("utf-8", "replace").split("\n"):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError:
-                raise RubrixError(f"POST {path}: a torn line after {len(records)} records: {line[:80]!r}") from None
-            if not isinstance(item, dict) or ("detail" in item and "id" not in item):
-                code, text = server_error(item)
-                raise RubrixError(f"POST {path}: the stream ended in a server error after {len(records)} "
-                                  f"records: {text}", status=500, code=code)
-            records.append(item)
-        return records
-
-    def existing_ids(self, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the server holds now (query by ids, asking for the id field only; read-only,
-        safe to retry). Only the server's own "not found" (the dataset is not there yet) means none: any
-        other 404 or 405 (a proxy, an unknown route) raises, so it can never lead to a resend."""
-        found: set[str] = set()
-        try:
-            for start in range(0, len(ids), ARGILLA_PAGE_MAX):
-                part = ids[start:start + ARGILLA_PAGE_MAX]
-                for r in self.iter_records({"ids": part}, fields=["id"]):
-                    if r.get("id") is None:  # cannot tell which ids it holds: never guess "none"
-                        raise RubrixError("the id look-up answered a record without an id", retryable=False)
-                    found.add(str(r["id"]))
-        except RubrixError as exc:
-            if not exc.not_found:
-                raise
-        return found & set(ids)
 
 
 _CLIENTS: dict[tuple, RubrixClient] = {}

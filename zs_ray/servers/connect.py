@@ -4,7 +4,8 @@ whether the dataset exists. Everything the user can get wrong fails here, as one
 from __future__ import annotations
 
 from zs_ray.errors import ZsRayError
-from zs_ray.servers.client import TASK, RubrixClient, RubrixError, ServerInfo, with_retries
+from zs_ray.servers.client import RubrixClient, RubrixError, ServerInfo, with_retries
+from zs_ray.servers.v1 import TASK, get_dataset, me
 from zs_ray.servers.config import ServerConfig
 
 
@@ -29,7 +30,7 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
             client.argilla2 = argilla2.open_session(client, config)
             return client, info, client.argilla2.dataset is not None
         try:
-            me = with_retries(config, client.me)
+            user = with_retries(config, lambda: me(client))
         except RubrixError as exc:
             if exc.status in (401, 403) and not exc.front:
                 default = "" if config.rubrix_api_key is not None else (
@@ -40,13 +41,13 @@ def connect(config: ServerConfig) -> tuple[RubrixClient, ServerInfo, bool]:
         if info.generation == "argilla" and info.version_tuple >= (1, 6) and not config.rubrix_workspace:
             raise ZsRayError(
                 f"Argilla {info.version} needs a workspace: set --rubrix-workspace or "
-                f"RUBRIX_WORKSPACE (yours: {', '.join(me.get('workspaces') or []) or 'none'})"
+                f"RUBRIX_WORKSPACE (yours: {', '.join(user.get('workspaces') or []) or 'none'})"
             )
-        allowed = set(me.get("workspaces") or []) | {me.get("username")}
-        if config.rubrix_workspace and me.get("workspaces") and config.rubrix_workspace not in allowed:
+        allowed = set(user.get("workspaces") or []) | {user.get("username")}
+        if config.rubrix_workspace and user.get("workspaces") and config.rubrix_workspace not in allowed:
             raise ZsRayError(f"workspace {config.rubrix_workspace!r} is not one of yours: "
                              f"{', '.join(sorted(w for w in allowed if w))}")
-        existing = with_retries(config, client.get_dataset)
+        existing = with_retries(config, lambda: get_dataset(client))
     except RubrixError as exc:
         client.close()
         raise ZsRayError(f"Rubrix at {config.public_url}: {exc}") from None

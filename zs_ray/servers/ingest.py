@@ -13,7 +13,7 @@ then send only the others" (``send_chunk``):
 * ids in the ledger are skipped without asking; a ledger whose dataset is gone from the server is moved
   aside;
 * only the server's own "not found" means "none of these ids": a 404 or 405 from a proxy or an unknown
-  route fails the chunk (``client.existing_ids``), it never leads to a send.
+  route fails the chunk (``v1.existing_ids``), it never leads to a send.
 
 So no stored record, and no human annotation or status on it, is ever replaced by a re-run (Rubrix 0.x
 and Argilla < 1.7 replace a re-sent record; 1.7+ keep its annotation but reset its status to Default).
@@ -44,6 +44,7 @@ from zs_ray.output import Output, open_output
 from zs_ray.servers import argilla2
 from zs_ray.servers import rate
 from zs_ray.servers import records as rec
+from zs_ray.servers import v1
 from zs_ray.servers.client import RubrixError, client_for, with_retries
 from zs_ray.servers.config import SendConfig
 from zs_ray.servers.connect import connect
@@ -117,13 +118,13 @@ def send_chunk(config: SendConfig, ids: list[str], encoded: list[bytes]) -> dict
     todo = dict(zip(ids, encoded))
 
     def deliver() -> None:  # one attempt; safe to repeat: it asks before it sends
-        held = client.existing_ids(list(todo))
+        held = v1.existing_ids(client, list(todo))
         out["present"].extend(i for i in todo if i in held)
         for i in held:
             todo.pop(i, None)
         if not todo:
             return
-        answer = client.bulk(rec.bulk_body(list(todo.values()), config.rubrix_tags))
+        answer = v1.bulk(client, rec.bulk_body(list(todo.values()), config.rubrix_tags))
         if answer.get("failed"):  # the server stored only some: the next attempt finds out which
             raise RubrixError(f"server reported {answer['failed']} failed records", status=500)
         out["sent"].extend(todo)
@@ -222,12 +223,14 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     ledger = Ledger.open(config.rubrix_ledger or default_path(out, identity), identity, reset=not existed)
     report.ledger = str(ledger.path)
     try:
-        if not existed and not v2:  # before any chunk (see ``RubrixClient.create_dataset``; 2.x: prepare_v2)
+        if not existed and not v2:  # before any chunk (see ``v1.create_dataset``; 2.x: prepare_v2)
             try:
-                with_retries(config, client.create_dataset)
+                with_retries(config, lambda: v1.create_dataset(client))
             except RubrixError as exc:
                 raise ZsRayError(f"cannot create dataset {config.rubrix_dataset}: {exc}") from None
         expected = int(out.manifest.get("rows", 0)) - int(out.manifest.get("skipped", 0))
+        if only is not None:  # --log-only: the held-back records are not in the bar's total
+            expected = _to_send(out.dataset, only, ledger.acked)
         dropped: Counter = Counter()
         if v2:
             _send_all(_chunks(out.dataset, spec, config, ledger, report, dropped, target.encode,
@@ -248,6 +251,17 @@ def log_output(output: "str | os.PathLike | Output", config: SendConfig) -> LogR
     if report.ok and report.sent >= rate.STORE_MIN_RECORDS:  # the dry run's logging time (``rate``)
         rate.store(config, report.server, report.sent, report.send_s, config.rubrix_dataset)
     return report
+
+
+def _to_send(dataset: pds.Dataset, only, acked) -> int:
+    """How many records a log with ``--log-only``'s ``only`` ends with: the predicted rows it chooses, and those
+    ``acked`` before (the progress bar's total and its start), from the top label and score columns alone."""
+    n = 0
+    for batch in dataset.to_batches(columns=["id", "prediction", "score"], batch_size=65536):
+        cols = batch.to_pydict()
+        n += sum(1 for rid, label, score in zip(cols["id"], cols["prediction"], cols["score"])
+                 if label is not None and (rid in acked or only.contains(rid, label, score)))
+    return n
 
 
 def _send_all(chunks: Iterator[Chunk], config: SendConfig, ledger: Ledger, report: LogReport,

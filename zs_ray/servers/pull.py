@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
+from zs_ray.servers import v1
 from zs_ray.servers.client import RubrixError
 from zs_ray.servers.config import ServerConfig
 from zs_ray.servers.connect import connect
@@ -171,7 +172,7 @@ def pull(config: ServerConfig, output_path: str | os.PathLike, query: dict | Non
                 source = argilla2_pull.pull_rows(client, config, client.argilla2, (query or {}).get("status"), page_size,
                                                  reviewers)
             else:
-                source = map(to_row, client.iter_records(query, page=page_size, retry=True))
+                source = map(to_row, v1.iter_records(client, query, page=page_size, retry=True))
             for row in source:
                 rows.append(row)
                 status[rows[-1]["status"]] += 1

@@ -31,7 +31,8 @@ from typing import Optional
 from zs_ray.errors import ZsRayError
 from zs_ray.servers import argilla2
 from zs_ray.servers import records as rec
-from zs_ray.servers.client import TASK, RubrixClient, RubrixError, with_retries
+from zs_ray.servers import v1
+from zs_ray.servers.client import RubrixClient, RubrixError, with_retries
 from zs_ray.servers.config import SendConfig
 
 STORE_MIN_RECORDS = 200  # a smaller log says little about the rate
@@ -151,8 +152,8 @@ def probe(config: SendConfig, labels: list[str], multi_label: bool, chars: float
                 def body(records):
                     return "PUT", argilla2.bulk_body([encode(r) for r in records])
             else:
-                with_retries(config, client.create_dataset)
-                path = f"/api/datasets/{scratch.rubrix_dataset}/{TASK}:bulk"
+                with_retries(config, lambda: v1.create_dataset(client))
+                path = f"/api/datasets/{scratch.rubrix_dataset}/{v1.TASK}:bulk"
 
                 def body(records):
                     return "POST", rec.bulk_body([rec.encode(r) for r in records], config.rubrix_tags)

@@ -14,6 +14,7 @@ model to the next with one load per actor, not an idle cluster in between) and k
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Callable
 
@@ -32,6 +33,7 @@ from zs_ray.stages.tokenize import TOKEN_COLUMNS, flat_pairs, verbalizer
 TEXTS_PER_BATCH = {"cpu": 256, "cuda": 1024}
 NEEDS = TOKEN_COLUMNS  # and ``config`` where the dataset has configs
 MAKES = tuple(PREDICTION_SCHEMA.names)  # in place of the token columns
+log = logging.getLogger(__name__)
 MODELS_PER_ACTOR = 2  # two at a border between configs; a third evicts the least recently used
 
 
@@ -39,13 +41,15 @@ class ModelStage:
     """``settings``: config (None without configs) -> {"model", "labels", ...}; the first config's model
     loads with the actor."""
 
-    def __init__(self, settings: dict, multi_label: bool, precision: str, batch_size, device: str, cpus: float):
+    def __init__(self, settings: dict, multi_label: bool, precision: str, batch_size, device: str, cpus: float,
+                 modes=None):
         import torch
 
         if device == "cpu":
             torch.set_num_threads(torch_threads_for(cpus))
         self.settings = settings
         self.options = (multi_label, precision, device, batch_size)
+        self.modes = modes  # a ``ModesRan`` actor, told the mode of each model this actor loads
         self.scorers: OrderedDict[str, NliScorer] = OrderedDict()
         self.class_maps: dict = {}  # config -> a supervised classifier's ClassMap
         self.verbalizers: dict = {}  # config -> its Verbalizer, or None
@@ -59,7 +63,19 @@ class ModelStage:
             while len(self.scorers) >= MODELS_PER_ACTOR:
                 self.scorers.popitem(last=False)
             self.scorers[model] = NliScorer(model, *self.options, kind=kind)
+            if self.modes is not None:
+                self.report(model, self.scorers[model].precision)
         return self.scorers[model]
+
+    def report(self, model: str, mode: str) -> None:
+        """Tell ``modes`` the mode ``model`` runs in here, and wait for it: received before this actor's first
+        batch with it is done, so the driver has every actor's once the stream is."""
+        import ray
+
+        try:
+            ray.get(self.modes.add.remote(model, mode), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the report only names the mode; the batches need no answer
+            log.warning("the mode of %s (%s) not reported to the driver: %s", model, mode, exc)
 
     def class_map(self, config):
         s = self.settings[config]
@@ -124,6 +140,48 @@ class ModelStage:
         return batch
 
 
+class ModesRan:
+    """The modes the model actors run in, as each reports it once a model has loaded (after the load guard, which
+    moves ``auto``'s choice to fp32 where it fails): model -> modes. One per run, a Ray actor held by the driver."""
+
+    def __init__(self):
+        self.modes: dict = {}
+
+    def add(self, model: str, mode: str) -> None:
+        self.modes.setdefault(model, set()).add(mode)
+
+    def get(self) -> dict:
+        return {m: sorted(v) for m, v in self.modes.items()}
+
+
+def modes_ran():
+    """A ``ModesRan`` actor on the driver's node (no resources), for ``ModelStage(modes=...)``."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(ModesRan).options(num_cpus=0, scheduling_strategy=here).remote()
+
+
+def precision_ran(modes, estimate: Callable[[], str]) -> Callable[[], str]:
+    """The precision the model actors ran in, as they reported it to ``modes`` (several, comma-separated, where
+    actors ran different modes), as a function to call once every batch is done; ``estimate`` where no actor
+    reported (none was started) or the report is lost."""
+    import functools
+
+    import ray
+
+    @functools.cache
+    def get() -> str:
+        try:
+            ran = sorted({mode for got in ray.get(modes.get.remote(), timeout=60).values() for mode in got})
+        except Exception:  # noqa: BLE001 - the report's actor lost with its node: the estimate is still right
+            ran = []  # where no guard failed
+        return ",".join(ran) if ran else estimate()
+
+    return get
+
+
 def _precision_on_worker(precision: str, device: str, model: str, cpus: float, kind: str = NLI) -> str:
     if precision == "auto" and device == "cpu":  # the actors' measurement on this node (engine.calibrate)
         from zs_ray.engine import cpu_candidates
@@ -143,9 +201,10 @@ def _precision_on_worker(precision: str, device: str, model: str, cpus: float, k
 
 def worker_precision(precision: str, device: str, num_gpus: float, model: str, cpus: float,
                      kind: str = NLI) -> Callable[[], str]:
-    """The precision the model actors ran ``model`` in (``auto`` resolved on a worker's own hardware), as a
-    function to call once the stream is done: on a CPU the actors' stored measurement is read then, rather
-    than measured again beside them at the start."""
+    """The precision the model actors are expected to run ``model`` in (``auto`` resolved on a worker's own
+    hardware, without the load guard: ``precision_ran`` has what they did run), as a function to call once the
+    stream is done: on a CPU the actors' stored measurement is read then, rather than measured again beside
+    them at the start."""
     if precision != "auto":
         return lambda: precision
     import functools

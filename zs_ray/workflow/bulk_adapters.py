@@ -101,7 +101,8 @@ def to_rec(r: dict) -> Rec:
 
 
 class V1Adapter:
-    """Rubrix 0.x / Argilla 1.x: reads with ``iter_records``, writes with ``:bulk`` (a whole record)."""
+    """Rubrix 0.x / Argilla 1.x (``servers.v1``): reads with ``iter_records``, writes with ``:bulk`` (a whole
+    record)."""
 
     def __init__(self, config, client, info):
         self.config, self.client, self.info = config, client, info
@@ -113,18 +114,23 @@ class V1Adapter:
         self.client.close()
 
     def read_all(self) -> Iterator[Rec]:
-        for r in self.client.iter_records(None, retry=True):
+        from zs_ray.servers import v1
+
+        for r in v1.iter_records(self.client, None, retry=True):
             yield to_rec(r)
 
     def read(self, ids: list[str]) -> dict[str, Rec]:
+        from zs_ray.servers import v1
+
         # One attempt (the caller's operation is what is retried).
-        return {rec.id: rec for rec in map(to_rec, self.client.iter_records({"ids": list(ids)}))}
+        return {rec.id: rec for rec in map(to_rec, v1.iter_records(self.client, {"ids": list(ids)}))}
 
     def _send(self, records: list[dict]) -> None:
         from zs_ray.servers import records as rec
+        from zs_ray.servers import v1
         from zs_ray.servers.client import RubrixError
 
-        answer = self.client.bulk(rec.bulk_body([json.dumps(r, ensure_ascii=False).encode() for r in records], {}))
+        answer = v1.bulk(self.client, rec.bulk_body([json.dumps(r, ensure_ascii=False).encode() for r in records], {}))
         if answer.get("failed"):
             raise RubrixError(f"server reported {answer['failed']} failed records", status=500)
 
