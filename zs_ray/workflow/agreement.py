@@ -19,12 +19,11 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
 from zs_ray.team import Responses, disagreement_order, report, resolve
 from zs_ray.workflow.consensus import STATUS_OF_RESPONSE, model_probs, responses_of
+from zs_ray.workflow.data import read_pulled
 
 COLUMNS = ("id", "prediction_labels", "prediction_scores", "multi_label", "metadata", "responses", "annotation_labels",
            "annotation_agent", "status")
@@ -33,16 +32,8 @@ SEP = " + "  # how a multi-label answer's set is shown as one category
 
 def read(path: str) -> dict:
     """The columns of a pulled file that agreement needs (one line for a file that is not one)."""
-    if not os.path.exists(path):
-        raise ZsRayError(f"--input {path} does not exist")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ZsRayError(f"--input {path} is not a Parquet file: {exc}") from None
-    missing = [c for c in COLUMNS if c not in table.schema.names]
-    if missing:
-        raise ZsRayError(f"--input {path} has no column(s) {', '.join(missing)}: not a `zs-ray pull` file of this "
-                         "version (pull it again: the responses column holds every person's answers)")
+    table = read_pulled(path, COLUMNS, "not a `zs-ray pull` file of this version (pull it again: the responses "
+                                       "column holds every person's answers)")
     return {c: table.column(c).to_pylist() for c in COLUMNS}
 
 

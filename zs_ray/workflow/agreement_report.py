@@ -6,9 +6,7 @@ from __future__ import annotations
 import html
 from datetime import datetime, timezone
 
-import numpy as np
-
-from zs_ray.workflow.report import _plt, _png
+from zs_ray.workflow.report import matrix_plot
 
 STYLE = """body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
@@ -26,21 +24,8 @@ def _ci(v: dict) -> str:
 
 
 def disagreement_plot(out: dict) -> str:
-    plt = _plt()
-    m = np.array(out["disagreement"]["matrix"])
-    labels = out["disagreement"]["labels"]
-    size = max(4.0, 0.8 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    im = ax.imshow(m, cmap="Reds")
-    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                    color="white" if m[i, j] > max(m.max(), 1) / 2 else "black", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title("Pairs of answers that disagree, by label pair")
-    return _png(fig)
+    d = out["disagreement"]
+    return matrix_plot(d["matrix"], d["labels"], "Pairs of answers that disagree, by label pair", "Reds")
 
 
 def render(out: dict, title: str) -> str:

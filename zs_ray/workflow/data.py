@@ -64,18 +64,24 @@ def top(labels, scores) -> tuple[Optional[str], float]:
     return labels[i], float(scores[i])
 
 
-def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk",), with_text: bool = False,
-                consensus: str = "majority", reviewers=()) -> Labelled:
+def read_pulled(path: str, columns=PULL_COLUMNS, why: str = "not a `zs-ray pull` file (an annotation-job output "
+                "needs --gold-column and --label-map)") -> pa.Table:
+    """A pulled file as a table, refused in one line if it is missing, not Parquet, or lacks ``columns``."""
     if not os.path.exists(path):
         raise ZsRayError(f"--input {path} does not exist")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ZsRayError(f"--input {path} is not a Parquet file: {exc}") from None
-    missing = [c for c in PULL_COLUMNS if c not in table.schema.names]
+    missing = [c for c in columns if c not in table.schema.names]
     if missing:
-        raise ZsRayError(f"--input {path} has no column(s) {', '.join(missing)}: not a `zs-ray pull` file (an "
-                         "annotation-job output needs --gold-column and --label-map)")
+        raise ZsRayError(f"--input {path} has no column(s) {', '.join(missing)}: {why}")
+    return table
+
+
+def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk",), with_text: bool = False,
+                consensus: str = "majority", reviewers=()) -> Labelled:
+    table = read_pulled(path)
     if table.num_rows == 0:
         raise ZsRayError(f"--input {path} holds no records")
     cols = {c: table.column(c).to_pylist() for c in PULL_COLUMNS}

@@ -34,24 +34,29 @@ def _plt():
     return plt
 
 
-def confusion_plot(metrics: dict) -> str:
+def matrix_plot(matrix, labels: list, title: str, cmap: str = "Blues", xlabel: str = "", ylabel: str = "") -> str:
+    """A label x label count matrix as an annotated heat map (the confusion matrix; agreement's disagreements)."""
     plt = _plt()
-    cm = np.array(metrics["confusion_matrix"]["matrix"])
-    labels = metrics["confusion_matrix"]["labels"]
+    cm = np.array(matrix)
     size = max(4.0, 0.8 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    im = ax.imshow(cm, cmap="Blues")
+    im = ax.imshow(cm, cmap=cmap)
     ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted (zero-shot)")
-    ax.set_ylabel("human label")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=9)
+                    color="white" if cm[i, j] > max(cm.max(), 1) / 2 else "black", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title("Confusion matrix")
+    ax.set_title(title)
     return _png(fig)
+
+
+def confusion_plot(metrics: dict) -> str:
+    cm = metrics["confusion_matrix"]
+    return matrix_plot(cm["matrix"], cm["labels"], "Confusion matrix", "Blues", "predicted (zero-shot)", "human label")
 
 
 def threshold_plot(metrics: dict) -> str:
