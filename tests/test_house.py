@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "zs_ray.workflow.evaluate", "zs_ray.workflow.report", "zs_ray.workflow.thresholds", "zs_ray.workflow.bulk",
     "zs_ray.workflow.audit", "zs_ray.workflow.tune", "zs_ray.workflow.tune_score", "zs_ray.workflow.suggest",
     "zs_ray.train", "zs_ray.train.run", "zs_ray.train.loop", "zs_ray.train.data",
+    "zs_ray.workflow.agreement", "zs_ray.workflow.agreement_report", "zs_ray.servers.review",
 }
 #: What the server package must not import: the layers above it (and its old alias, which imports it).
 ABOVE_SERVERS = ("zs_ray.workflow", "zs_ray.train", "zs_ray.pipeline", "zs_ray.rubrix", "zs_ray.stages",
@@ -89,6 +90,17 @@ def test_the_server_package_imports_no_layer_above_it():
            for p in (PACKAGE / "servers").rglob("*.py")}
     bad = {p: names for p, names in bad.items() if names}
     assert not bad, f"zs_ray/servers/ imports a layer above it: {bad}"
+
+
+def test_the_team_package_imports_only_the_error():
+    """zs_ray/team/ (agreement, consensus) is usable alone: of zs-ray it imports only ``zs_ray.errors`` (the settings'
+    one-line errors), never a server, the workflow, the engine or Ray."""
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in _imports(p)
+                                            if n.startswith(("zs_ray.", "ray")) and not n.startswith(("zs_ray.team",
+                                                                                                     "zs_ray.errors")))
+           for p in (PACKAGE / "team").rglob("*.py")}
+    bad = {p: names for p, names in bad.items() if names}
+    assert not bad, f"zs_ray/team/ imports beyond itself: {bad}"
 
 
 def test_settings_import_no_command():
