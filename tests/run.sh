@@ -33,7 +33,7 @@ python -m pip install -q -e ".[test]"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_ENABLE_UV_RUN_RUNTIME_ENV=0
 # Two workers, one test file each at a time (pytest-xdist --dist loadfile): a file's tests share its module's
 # servers and clusters, each worker has its own session ones; ZS_RAY_TEST_WORKERS=0 runs in one process.
-# Measured on a 2-core AMD EPYC: 28 min 48 s in one process, 20 min 26 s on two (benchmarks/results-suite.md).
+# Measured on a 2-core AMD EPYC, fresh clone: 28 min 48 s in one process, 23 min 32 s on two (benchmarks/results-suite.md).
 workers="${ZS_RAY_TEST_WORKERS:-2}"
 if [ "$workers" != 0 ] && [[ " $* " != *" -n "* ]]; then
   set -- -n "$workers" --dist loadfile "$@"
