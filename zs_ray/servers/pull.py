@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from zs_ray.errors import ZsRayError
 from zs_ray.servers import v1
+from zs_ray.servers.argilla2_pull import STATUS_FROM_V2
 from zs_ray.servers.client import RubrixError
 from zs_ray.servers.config import ServerConfig
 from zs_ray.servers.connect import connect
@@ -44,7 +45,7 @@ SCHEMA = pa.schema([
                                       ("status", pa.string())]))),
 ])
 # A 1.x record status -> the status of its one response (the 2.x names, which the responses column uses).
-RESPONSE_STATUS = {"Validated": "submitted", "Edited": "draft", "Discarded": "discarded"}
+RESPONSE_STATUS = {v: k for k, v in STATUS_FROM_V2.items()}
 
 
 @dataclass

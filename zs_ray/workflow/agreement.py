@@ -22,12 +22,11 @@ import numpy as np
 
 from zs_ray.errors import ZsRayError
 from zs_ray.team import Responses, disagreement_order, report, resolve
-from zs_ray.workflow.consensus import STATUS_OF_RESPONSE, model_probs, responses_of
+from zs_ray.workflow.consensus import SEP, answers_of, check_reviewers, model_probs
 from zs_ray.workflow.data import read_pulled
 
 COLUMNS = ("id", "prediction_labels", "prediction_scores", "multi_label", "metadata", "responses", "annotation_labels",
            "annotation_agent", "status")
-SEP = " + "  # how a multi-label answer's set is shown as one category
 
 
 def read(path: str) -> dict:
@@ -35,23 +34,6 @@ def read(path: str) -> dict:
     table = read_pulled(path, COLUMNS, "not a `zs-ray pull` file of this version (pull it again: the responses "
                                        "column holds every person's answers)")
     return {c: table.column(c).to_pylist() for c in COLUMNS}
-
-
-def answers(cols: dict, statuses, exclude) -> tuple[list, bool]:
-    """Per record its (annotator, answer) pairs; an answer is a label, or a sorted label set (multi-label)."""
-    wanted = {STATUS_OF_RESPONSE.get(s, s.lower()) for s in statuses}
-    multi = any(cols["multi_label"])
-    per_record = []
-    for responses in responses_of(cols):
-        got = {}
-        for x in responses or []:
-            if x["status"] in wanted and x["annotator"] not in exclude and x["labels"]:
-                if multi:
-                    got[x["annotator"]] = SEP.join(sorted(x["labels"]))
-                elif len(x["labels"]) == 1:
-                    got[x["annotator"]] = x["labels"][0]
-        per_record.append(sorted(got.items()))
-    return per_record, multi
 
 
 def per_label_yes_no(team: Responses, labels: list[str], n_boot: int, seed: int) -> dict:
@@ -74,15 +56,12 @@ def agreement(settings, server=None) -> dict:
     if settings.review and not (server is not None and server.rubrix_dataset):
         raise ZsRayError("--review marks records on the server: give --rubrix-dataset (and the server's settings)")
     cols = read(settings.input)
-    per_record, multi = answers(cols, settings.status, set(settings.exclude_agent))
+    multi = any(cols["multi_label"])
+    per_record, _ = answers_of(cols, settings.status, set(settings.exclude_agent), multi)
     if not any(per_record):
         raise ZsRayError(f"--input {settings.input} holds no responses that count (statuses "
                          f"{', '.join(settings.status)}, not by {', '.join(settings.exclude_agent)}): nothing to measure")
-    names = {a for got in per_record for a, _ in got}
-    unknown = sorted(set(settings.reviewers) - names)
-    if unknown:
-        raise ZsRayError(f"--reviewers {', '.join(unknown)}: no answer by them in {settings.input} (annotators: "
-                         f"{', '.join(sorted(names))})")
+    check_reviewers(settings.reviewers, per_record, settings.input)
     if settings.consensus == "model-weighted" and multi:
         raise ZsRayError("--consensus model-weighted takes single-label datasets (the scores of one softmax)")
     predicted = sorted({x for ls in cols["prediction_labels"] if ls for x in ls})

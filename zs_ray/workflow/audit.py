@@ -63,8 +63,11 @@ def read_journal(path: str) -> tuple[dict, dict, set]:
 def answers(recs: dict, settings, agents: set) -> dict:
     """id -> the people's answer to an audit record: the consensus (``--consensus``, ``--reviewers``) of its
     answers with a status in ``--status`` by anyone but the bulk agents; None where they tie (unresolved)."""
+    import numpy as np
+
+    from zs_ray.servers.argilla2 import QUESTION
     from zs_ray.team import Responses, resolve
-    from zs_ray.workflow.consensus import STATUS_OF_RESPONSE
+    from zs_ray.workflow.consensus import STATUS_OF_RESPONSE, top_spread
 
     wanted = {STATUS_OF_RESPONSE.get(s, s.lower()) for s in settings.status}
     ids, per_record, probs = [], [], []
@@ -72,7 +75,7 @@ def answers(recs: dict, settings, agents: set) -> dict:
         if r is None or not r.annotated:
             continue
         if "responses" in (r.state or {}):  # Argilla 2.x: every person's response
-            got = [(x["user"], ((x.get("values") or {}).get("label") or {}).get("value"))
+            got = [(x["user"], ((x.get("values") or {}).get(QUESTION) or {}).get("value"))
                    for x in r.state["responses"] if x["status"] in wanted and x["user"] not in agents]
         else:  # 0.x / 1.x: the record's one annotation
             ok = r.status in settings.status and r.annotation_agent not in agents and r.annotation_labels
@@ -88,14 +91,9 @@ def answers(recs: dict, settings, agents: set) -> dict:
                                 labels=sorted({v for a in per_record for _, v in a} | {p for p, _ in probs if p}))
     model = None
     if settings.consensus == "model-weighted":  # the top prediction's score, the rest shared evenly
-        import numpy as np
-
-        k = len(team.labels)
-        model = np.full((len(ids), k), 1.0 / k)
-        for row, (top, score) in enumerate(probs):
-            if top in team.labels and score == score:
-                model[row] = (1.0 - score) / max(k - 1, 1)
-                model[row, team.labels.index(top)] = score
+        uniform = np.full(len(team.labels), 1.0 / len(team.labels))
+        model = np.array([x if (x := top_spread(top, score, team.labels)) is not None else uniform
+                          for top, score in probs])
     result = resolve(team, settings.consensus, reviewers=settings.reviewers, model_probs=model)
     return {i: team.labels[x] if x >= 0 else None for i, x in zip(ids, result.label)}
 

@@ -19,20 +19,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zs_ray.errors import ZsRayError
+from zs_ray.servers.argilla2_pull import STATUS_FROM_V2 as STATUS_OF_ANSWER  # (notes speak --status's names)
+from zs_ray.servers.pull import RESPONSE_STATUS as STATUS_OF_RESPONSE
 from zs_ray.team import Responses, resolve
 
-STATUS_OF_RESPONSE = {"Validated": "submitted", "Edited": "draft", "Discarded": "discarded"}
-STATUS_OF_ANSWER = {v: k for k, v in STATUS_OF_RESPONSE.items()}  # (notes speak --status's names)
+SEP = " + "  # a multi-label answer's set as one category
 
 
 @dataclass
 class TeamLabels:
-    """Per record its consensus label (None: none), and what was counted on the way."""
+    """Per record its consensus label (None: none, or unresolved), and what was counted on the way."""
 
     gold: list
-    team: Responses
-    decided_by: np.ndarray
-    unresolved: int
     notes: list[str] = field(default_factory=list)
 
 
@@ -48,8 +46,10 @@ def responses_of(cols: dict) -> list[list[dict]]:
     return out
 
 
-def answers_of(cols: dict, statuses=("Validated",), exclude_agents=()) -> tuple[list[list[tuple[str, str]]], Counter]:
-    """Per record, the (annotator, label) answers that count; and why other responses were not counted."""
+def answers_of(cols: dict, statuses=("Validated",), exclude_agents=(), multi: bool = False
+               ) -> tuple[list[list[tuple[str, str]]], Counter]:
+    """Per record, the (annotator, answer) pairs that count, an answer being one label (``multi``: a label set,
+    joined by ``SEP``); and why other responses were not counted."""
     wanted = {STATUS_OF_RESPONSE.get(s, s.lower()) for s in statuses}
     per_record, why = [], Counter()
     for responses in responses_of(cols):
@@ -59,6 +59,8 @@ def answers_of(cols: dict, statuses=("Validated",), exclude_agents=()) -> tuple[
                 why[f"status {STATUS_OF_ANSWER.get(x['status'], x['status'])}"] += 1
             elif x["annotator"] in exclude_agents:
                 why[f"by {x['annotator']}"] += 1
+            elif multi and x["labels"]:
+                answers[x["annotator"]] = SEP.join(sorted(x["labels"]))
             elif not x["labels"] or len(x["labels"]) != 1:
                 why["no single label"] += 1
             else:
@@ -67,27 +69,38 @@ def answers_of(cols: dict, statuses=("Validated",), exclude_agents=()) -> tuple[
     return per_record, why
 
 
+def check_reviewers(reviewers, per_record, source: str = "this file") -> None:
+    """One line if a reviewer gave no answer that counts (a misspelt name would silently decide nothing)."""
+    names = {a for answers in per_record for a, _ in answers}
+    unknown = sorted(set(reviewers) - names)
+    if unknown:
+        raise ZsRayError(f"--reviewers {', '.join(unknown)}: no answer by them counts in {source} (annotators: "
+                         f"{', '.join(sorted(names)) or 'none'})")
+
+
+def top_spread(label, score: float, labels: list[str]):
+    """A distribution from a top label and its score alone: the rest shared evenly (None if it cannot be made)."""
+    if label not in labels or score != score:
+        return None
+    row = np.full(len(labels), (1.0 - score) / max(len(labels) - 1, 1))
+    row[labels.index(label)] = score
+    return row
+
+
 def model_probs(cols: dict, labels: list[str]) -> np.ndarray:
     """The zero-shot distribution of each record over ``labels`` (rows sum to 1; uniform without a prediction)."""
     from zs_ray.servers.records import score_keys
 
     keys = score_keys(labels)
-    k = len(labels)
-    index = {lab: i for i, lab in enumerate(labels)}
-    probs = np.full((len(cols["id"]), k), 1.0 / k)
+    probs = np.full((len(cols["id"]), len(labels)), 1.0 / len(labels))
     for i, (pl, ps, meta) in enumerate(zip(cols["prediction_labels"], cols["prediction_scores"], cols["metadata"])):
         meta = dict(meta or [])
         if all(keys[lab] in meta for lab in labels):
             row = np.array([float(json.loads(meta[keys[lab]])) for lab in labels])
-        elif pl and ps:
-            top = int(np.argmax(ps))
-            if pl[top] not in index:
-                continue
-            row = np.full(k, (1.0 - ps[top]) / max(k - 1, 1))
-            row[index[pl[top]]] = ps[top]
         else:
-            continue
-        total = row.sum()
+            top = int(np.argmax(ps)) if pl and ps else None
+            row = None if top is None else top_spread(pl[top], ps[top], labels)
+        total = 0.0 if row is None else row.sum()
         if total > 0:
             probs[i] = row / total
     return probs
@@ -97,12 +110,7 @@ def team_labels(cols: dict, labels: list[str], method: str = "majority", reviewe
                 exclude_agents=()) -> TeamLabels:
     """The consensus label of every record of a pulled file's columns (``cols``: name -> list)."""
     per_record, why = answers_of(cols, statuses, exclude_agents)
-    names = {a for answers in per_record for a, _ in answers}
-    if reviewers:
-        unknown = sorted(set(reviewers) - names)
-        if unknown:
-            raise ZsRayError(f"--reviewers {', '.join(unknown)}: no answer by them counts in this file (annotators: "
-                             f"{', '.join(sorted(names)) or 'none'})")
+    check_reviewers(reviewers, per_record)
     team = Responses.from_lists(list(cols["id"]), per_record,
                                 labels=sorted(set(labels) | {lab for a in per_record for _, lab in a}))
     probs = model_probs(cols, team.labels) if method == "model-weighted" else None
@@ -116,4 +124,4 @@ def team_labels(cols: dict, labels: list[str], method: str = "majority", reviewe
         by_reviewer = int(sum(d in set(reviewers) for d in result.decided_by)) if reviewers else 0
         notes.append(f"{several} records answered by several people: their {method} consensus"
                      + (f" ({by_reviewer} decided by a reviewer)" if by_reviewer else ""))
-    return TeamLabels(gold, team, result.decided_by, int(result.unresolved), notes)
+    return TeamLabels(gold, notes)

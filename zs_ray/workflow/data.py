@@ -46,7 +46,6 @@ class Labelled:
     notes: list[str] = field(default_factory=list)  # what was left out, and why
     unmapped: dict = field(default_factory=dict)
     text: Optional[np.ndarray] = None  # object: each record's text, when asked for (``zs-ray tune``)
-    unresolved: int = 0  # pull with responses: records whose answers tie under the consensus, left out
 
     @property
     def has_gold(self) -> np.ndarray:
@@ -92,7 +91,7 @@ def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk
     if "responses" in table.schema.names:  # every person's answer: the consensus is the human label
         from zs_ray.workflow.consensus import team_labels
 
-        cols.update({c: table.column(c).to_pylist() for c in ("responses", "metadata", "annotation_agent")})
+        cols.update({c: table.column(c).to_pylist() for c in ("responses", "metadata")})
         labels = sorted({x for ls in cols["prediction_labels"] if ls for x in ls})
         team = team_labels(cols, labels, consensus, reviewers, statuses, exclude_agents)
     preds, scores, gold, annotated = [], [], [], []
@@ -129,7 +128,6 @@ def load_pulled(path: str, statuses=("Validated",), exclude_agents=("zs-ray-bulk
     labelled.notes = [f"{n} annotated records left out ({w})" for w, n in sorted(why.items())]
     if team is not None:
         labelled.notes = team.notes + labelled.notes
-        labelled.unresolved = team.unresolved
     if with_text:
         labelled.text = np.array(table.column("text").to_pylist() if "text" in table.schema.names
                                  else [None] * table.num_rows, dtype=object)
